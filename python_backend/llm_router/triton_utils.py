@@ -1,0 +1,121 @@
+"""Small helpers shared by the project's Python-backend models (they import triton_python_backend_utils)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+# Triton config data types <-> numpy dtypes.
+TRITON_TO_NUMPY: dict[str, Any] = {
+    "TYPE_BOOL": np.bool_,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_UINT16": np.uint16,
+    "TYPE_UINT32": np.uint32,
+    "TYPE_UINT64": np.uint64,
+    "TYPE_INT8": np.int8,
+    "TYPE_INT16": np.int16,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_FP16": np.float16,
+    "TYPE_FP32": np.float32,
+    "TYPE_FP64": np.float64,
+    "TYPE_STRING": np.object_,
+}
+
+
+class RequestError(ValueError):
+    """Bad input from a client: becomes an INVALID_ARG response carrying the message."""
+
+
+def invalid_arg(message: str) -> pb_utils.InferenceResponse:
+    """An error response with Triton's INVALID_ARG code."""
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+
+
+def internal_error(message: str) -> pb_utils.InferenceResponse:
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
+
+
+def error_response(exc: BaseException) -> pb_utils.InferenceResponse:
+    """INVALID_ARG for RequestError, INTERNAL for anything else."""
+    if isinstance(exc, RequestError):
+        return invalid_arg(str(exc))
+    return internal_error(f"{type(exc).__name__}: {exc}")
+
+
+def optional_input(request: Any, name: str) -> np.ndarray | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def required_input(request: Any, name: str) -> np.ndarray:
+    array = optional_input(request, name)
+    if array is None:
+        raise RequestError(f"missing required input '{name}'")
+    return array
+
+
+def text_input(request: Any, name: str = "text_input", allow_empty: bool = False) -> str:
+    """One UTF-8 string from a BYTES input of one element (any leading batch dims of size 1)."""
+    array = required_input(request, name)
+    if array.size != 1:
+        raise RequestError(f"input '{name}' must hold exactly one string, got shape {list(array.shape)}")
+    value = array.reshape(-1)[0]
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"input '{name}' is not valid UTF-8 (byte {exc.start})") from None
+    elif not isinstance(value, str):
+        raise RequestError(f"input '{name}' must be BYTES (a UTF-8 string), got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise RequestError(f"input '{name}' is empty; send a non-empty prompt")
+    return value
+
+
+def scalar_input(request: Any, name: str, default: Any = None) -> Any:
+    """A one-element optional input as a Python scalar (default when absent)."""
+    array = optional_input(request, name)
+    if array is None:
+        return default
+    if array.size != 1:
+        raise RequestError(f"input '{name}' must hold one value, got shape {list(array.shape)}")
+    value = array.reshape(-1)[0]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="strict")
+    return value.item() if hasattr(value, "item") else value
+
+
+def request_parameters(request: Any) -> dict[str, Any]:
+    """The request's parameters (sent by clients as `parameters=`) as a dict."""
+    raw = request.parameters()
+    if not raw:
+        return {}
+    try:
+        params = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"malformed request parameters: {exc}") from None
+    if not isinstance(params, dict):
+        raise RequestError("request parameters must be a JSON object")
+    return params
+
+
+def bytes_tensor(name: str, values: list[str] | str, shape: tuple[int, ...] | None = None) -> pb_utils.Tensor:
+    if isinstance(values, str):
+        values = [values]
+    array = np.array([v.encode("utf-8") for v in values], dtype=np.object_)
+    if shape is not None:
+        array = array.reshape(shape)
+    return pb_utils.Tensor(name, array)
+
+
+def model_parameter(model_config: dict[str, Any], key: str, default: str | None = None) -> str | None:
+    """A `parameters { key: ... value { string_value: ... } }` entry of config.pbtxt."""
+    entry = model_config.get("parameters", {}).get(key)
+    if entry is None:
+        return default
+    value = entry.get("string_value", default)
+    return value if value not in ("", None) else default
