@@ -18,7 +18,7 @@ max_batch_size: 32
 input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ {IN_FEATURES} ] }} ]
 output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ {OUT_FEATURES} ] }} ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
-dynamic_batching {{ max_queue_delay_microseconds: 20000 }}
+dynamic_batching {{ max_queue_delay_microseconds: 2000 }}
 parameters {{ key: "intra_op_thread_count" value {{ string_value: "1" }} }}
 """
 

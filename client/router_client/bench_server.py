@@ -1,0 +1,40 @@
+"""Benchmark the local Triton server itself: start-to-ready time and perf_analyzer on the smoke ONNX model.
+
+    .venv/bin/python -m router_client.bench_server
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from llm_router.serve import LocalTritonServer, ServerOptions, free_ports
+from llm_router.smoke_model import SMOKE_MODEL, write_smoke_repository
+from router_client.perf import TABLE_HEADER, run_perf_analyzer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--measurement-ms", type=int, default=4000)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = write_smoke_repository(Path(tmp) / "repo")
+        grpc_port, http_port, metrics_port = free_ports(3)
+        options = ServerOptions(
+            model_repository=repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port
+        )
+        with LocalTritonServer(options) as server:
+            print(f"server start-to-ready: {server.startup_seconds:.2f} s")
+            points = run_perf_analyzer(
+                SMOKE_MODEL, server.grpc_url, concurrency=args.concurrency, measurement_ms=args.measurement_ms
+            )
+    print(TABLE_HEADER)
+    for point in points:
+        print(point.row())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
