@@ -1,0 +1,239 @@
+"""The routing policy file: one pydantic schema, validated on load, errors that name the bad field.
+
+A policy file is YAML (``yaml.safe_load``) or JSON (``.json``), versioned with the router model
+(``model_repository/router/<version>/policy.yaml``). Every problem becomes a ``PolicyError`` whose message
+lists each bad field by its path, e.g. ``tiers[1].cost_per_1k_output: must be >= 0``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llm_router.core.confidence import check_confidence_params
+
+INTENTS: tuple[str, ...] = (
+    "summarization",
+    "extraction",
+    "classification",
+    "factual_qa",
+    "rewriting",
+    "creative_writing",
+    "coding",
+    "reasoning",
+    "planning",
+)
+
+
+class PolicyError(ValueError):
+    """The policy file is missing, unreadable or invalid; the message names each bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfidenceSpec(_Strict):
+    """Which registered confidence function scores a tier's answer, and its parameters (e.g. k)."""
+
+    function: str = "mean_logprob"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_function(self) -> ConfidenceSpec:
+        check_confidence_params(self.function, self.params)
+        return self
+
+
+class RemoteSpec(_Strict):
+    """Reserved for a tier served outside this Triton server (not used by the router yet)."""
+
+    url: str
+    model: str | None = None
+    api_key_env: str | None = None
+
+
+class TierSpec(_Strict):
+    """One tier of the cascade; `name` is the Triton model name."""
+
+    name: str = Field(min_length=1)
+    cost_per_1k_input: float = Field(ge=0, allow_inf_nan=False)
+    cost_per_1k_output: float = Field(ge=0, allow_inf_nan=False)
+    max_tokens: int = Field(ge=1)
+    deadline_s: float = Field(gt=0, allow_inf_nan=False)
+    confidence: ConfidenceSpec = Field(default_factory=ConfidenceSpec)
+    escalation_threshold: float | None = Field(default=None, le=0, allow_inf_nan=False)
+    remote: RemoteSpec | None = None
+
+    @property
+    def blended_cost_per_1k(self) -> float:
+        return self.cost_per_1k_input + self.cost_per_1k_output
+
+
+class DifficultyRule(_Strict):
+    """If difficulty (P(small model answers correctly)) is below `below`, start at least at `min_tier`."""
+
+    below: float = Field(ge=0, le=1, allow_inf_nan=False)
+    min_tier: str
+
+
+class Policy(_Strict):
+    """A whole routing policy; see the module docstring and docs for each field's meaning."""
+
+    version: int = Field(ge=1)
+    tiers: list[TierSpec] = Field(min_length=1)
+    start_tier_by_intent: dict[str, str]
+    difficulty_rule: DifficultyRule | None = None
+    max_escalations: int = Field(ge=0)
+    default_start_tier: str
+    holdback_tokens: int = Field(default=8, ge=0)
+
+    @field_validator("start_tier_by_intent")
+    @classmethod
+    def _all_intents(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(INTENTS))
+        if unknown:
+            raise ValueError(f"unknown intent(s) {unknown}; intents are {list(INTENTS)}")
+        missing = [i for i in INTENTS if i not in value]
+        if missing:
+            raise ValueError(f"missing intent(s) {missing}: every intent must map to a tier")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> Policy:
+        errors: list[str] = []
+        names = [t.name for t in self.tiers]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                errors.append(f"tiers[{i}].name: duplicate tier name {name!r}")
+        for i in range(1, len(self.tiers)):
+            prev, cur = self.tiers[i - 1], self.tiers[i]
+            if cur.blended_cost_per_1k < prev.blended_cost_per_1k:
+                errors.append(
+                    f"tiers[{i}]: tiers must be ordered by cost (input+output per 1k): {cur.name} costs "
+                    f"{cur.blended_cost_per_1k:g} < {prev.name} {prev.blended_cost_per_1k:g}"
+                )
+        known = set(names)
+        refs = [(f"start_tier_by_intent.{k}", v) for k, v in self.start_tier_by_intent.items()]
+        refs.append(("default_start_tier", self.default_start_tier))
+        if self.difficulty_rule is not None:
+            refs.append(("difficulty_rule.min_tier", self.difficulty_rule.min_tier))
+        for path, tier in refs:
+            if tier not in known:
+                errors.append(f"{path}: unknown tier {tier!r} (tiers: {', '.join(names)})")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    # -- lookups used by decide() and the router ------------------------------------------------------------
+    @property
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.tiers]
+
+    def tier_index(self, name: str) -> int:
+        """Position of tier `name` (0 = cheapest); KeyError if unknown."""
+        for i, tier in enumerate(self.tiers):
+            if tier.name == name:
+                return i
+        raise KeyError(name)
+
+    def tier(self, name: str) -> TierSpec:
+        return self.tiers[self.tier_index(name)]
+
+    @property
+    def largest_tier(self) -> TierSpec:
+        return self.tiers[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (drops unset optional blocks) that `parse_policy` reads back to an equal policy."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "missing": "required field is missing",
+    "extra_forbidden": "unknown field (typo?)",
+    "finite_number": "must be a finite number",
+    "too_short": "must have at least {min_length} item(s)",
+    "string_too_short": "must not be empty",
+}
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        # discriminator-free models: pydantic may append the failing type name to the loc; drop it
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        ctx = err.get("ctx") or {}
+        if err["type"] == "value_error":
+            msg = str(ctx.get("error", err["msg"]))
+        elif err["type"] in _MESSAGES:
+            msg = _MESSAGES[err["type"]].format(**ctx)
+        else:
+            msg = err["msg"]
+            if "input" in err and not isinstance(err["input"], dict | list):
+                msg += f" (got {err['input']!r})"
+        path = _path(loc)
+        # cross-field messages already start with their own field path
+        lines.append(f"{path}: {msg}" if path else msg)
+    return "; ".join(lines)
+
+
+def parse_policy(data: Any, source: str = "policy") -> Policy:
+    """Validate a policy given as a dict (e.g. parsed YAML/JSON); PolicyError names every bad field."""
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(f"{source}: {_format_errors(exc)}") from None
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file (.json as JSON, anything else as YAML)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{path}: cannot read policy file: {exc}") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise PolicyError(
+            f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}"
+        ) from None
+    return parse_policy(data, source=str(path))
+
+
+def write_policy(policy: Policy, path: str | Path, header: str | None = None) -> None:
+    """Write `policy` as YAML (with an optional comment header); it is re-validated before writing."""
+    parse_policy(policy.to_dict())
+    text = policy.to_yaml()
+    if header:
+        text = "".join(f"# {line}\n" for line in header.splitlines()) + text
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
