@@ -11,7 +11,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import write_smoke_repository  # noqa: E402
-
 from llm_router.serve import LocalTritonServer, ServerOptions, free_ports  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -67,7 +67,9 @@ class TritonInstall:
     def find(cls) -> TritonInstall:
         spec = importlib.util.find_spec("pytriton")
         if spec is None or not spec.submodule_search_locations:
-            raise ServeError("nvidia-pytriton is not installed; run `make setup` (it ships the tritonserver binary)")
+            raise ServeError(
+                "nvidia-pytriton is not installed; run `make setup` (it ships the tritonserver binary)"
+            )
         root = Path(list(spec.submodule_search_locations)[0])
         server_dir = root / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -83,7 +85,9 @@ class TritonInstall:
             (f"Python {version} backend stub", install.stub),
         ):
             if not path.exists():
-                raise ServeError(f"{what} not found at {path}; reinstall nvidia-pytriton==0.7.0 (`make setup`)")
+                raise ServeError(
+                    f"{what} not found at {path}; reinstall nvidia-pytriton==0.7.0 (`make setup`)"
+                )
         return install
 
 
@@ -214,7 +218,11 @@ class LocalTritonServer:
 
     def check_ports(self) -> None:
         opts = self.options
-        for name, port in (("gRPC", opts.grpc_port), ("HTTP", opts.http_port), ("metrics", opts.metrics_port)):
+        for name, port in (
+            ("gRPC", opts.grpc_port),
+            ("HTTP", opts.http_port),
+            ("metrics", opts.metrics_port),
+        ):
             if not port_is_free(opts.host, port):
                 flag = {"gRPC": "--grpc-port", "HTTP": "--http-port", "metrics": "--metrics-port"}[name]
                 raise ServeError(
@@ -228,7 +236,9 @@ class LocalTritonServer:
         if not repo.is_dir():
             raise ServeError(f"model repository {repo} does not exist; build it with `make models`")
         if opts.model_control_mode not in ("none", "explicit", "poll"):
-            raise ServeError(f"--model-control-mode must be none, explicit or poll, not {opts.model_control_mode!r}")
+            raise ServeError(
+                f"--model-control-mode must be none, explicit or poll, not {opts.model_control_mode!r}"
+            )
         self.check_ports()
         self._run_dir = Path(tempfile.mkdtemp(prefix="llm-router-serve-"))
         backend_dir = assemble_backend_dir(self.install, self._run_dir / "backends")
@@ -377,11 +387,18 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--log-file", type=Path, default=None, help="write Triton's log here (default: a temp file)")
-    parser.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none")
-    parser.add_argument("--load-model", action="append", default=[], help="with explicit mode: model to load ('*')")
     parser.add_argument(
-        "--backend-config", action="append", default=[], help="passed to tritonserver, e.g. python,shm-default-byte-size=..."
+        "--log-file", type=Path, default=None, help="write Triton's log here (default: a temp file)"
+    )
+    parser.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none")
+    parser.add_argument(
+        "--load-model", action="append", default=[], help="with explicit mode: model to load ('*')"
+    )
+    parser.add_argument(
+        "--backend-config",
+        action="append",
+        default=[],
+        help="passed to tritonserver, e.g. python,shm-default-byte-size=...",
     )
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for readiness")
     parser.add_argument("--stop-grace", type=float, default=20.0, help="seconds between SIGTERM and SIGKILL")

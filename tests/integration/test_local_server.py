@@ -15,9 +15,8 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 from helpers import IN_FEATURES, SMOKE_MODEL, dense_onnx_model
-from tritonclient.utils import InferenceServerException
-
 from llm_router.serve import LocalTritonServer, free_ports, port_is_free
+from tritonclient.utils import InferenceServerException
 
 ROUTER_SERVE = Path(sys.executable).parent / "router-serve"
 
@@ -61,7 +60,9 @@ def test_concurrent_requests_are_batched_and_match_onnxruntime(
 def test_multi_row_request_is_split_back(triton_server: LocalTritonServer) -> None:
     batch = np.random.default_rng(2).standard_normal((5, IN_FEATURES)).astype(np.float32)
     session = ort.InferenceSession(dense_onnx_model().SerializeToString(), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(_infer(triton_server.grpc_url, batch), session.run(None, {"INPUT0": batch})[0], rtol=1e-5)
+    np.testing.assert_allclose(
+        _infer(triton_server.grpc_url, batch), session.run(None, {"INPUT0": batch})[0], rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -173,7 +174,6 @@ def test_router_serve_stops_cleanly(tmp_path: Path, stop_signal: signal.Signals)
 
 def test_stop_escalates_to_sigkill_when_triton_ignores_sigterm(tmp_path: Path) -> None:
     from helpers import write_smoke_repository
-
     from llm_router.serve import ServerOptions
 
     repo = write_smoke_repository(tmp_path / "repo")

@@ -32,7 +32,9 @@ class TensorSpec:
     def from_config(cls, entry: dict[str, Any]) -> TensorSpec:
         data_type = entry["data_type"]
         if data_type not in TRITON_TO_NUMPY:
-            raise ValueError(f"tensor '{entry['name']}': data type {data_type} is not supported by the stand-in")
+            raise ValueError(
+                f"tensor '{entry['name']}': data type {data_type} is not supported by the stand-in"
+            )
         dims = tuple(int(d) for d in entry.get("dims", []))
         if "reshape" in entry and entry["reshape"].get("shape") is not None:
             raise ValueError(f"tensor '{entry['name']}': reshape is not supported by the stand-in")
@@ -46,9 +48,13 @@ class TensorSpec:
         shape = array.shape[1:] if batched else array.shape
         if batched and array.ndim == 0:
             raise RequestError(f"input '{self.name}': missing the batch dimension")
-        if len(shape) != len(self.dims) or any(d != -1 and d != s for d, s in zip(self.dims, shape, strict=False)):
+        if len(shape) != len(self.dims) or any(
+            d != -1 and d != s for d, s in zip(self.dims, shape, strict=False)
+        ):
             full = ["-1", *map(str, self.dims)] if batched else list(map(str, self.dims))
-            raise RequestError(f"input '{self.name}': expected shape [{', '.join(full)}], got {list(array.shape)}")
+            raise RequestError(
+                f"input '{self.name}': expected shape [{', '.join(full)}], got {list(array.shape)}"
+            )
 
 
 def session_options(model_config: dict[str, Any]) -> ort.SessionOptions:
@@ -73,9 +79,13 @@ class TritonPythonModel:
         filename = self.model_config.get("default_model_filename") or "model.onnx"
         model_path = Path(args["model_repository"]) / args["model_version"] / filename
         if not model_path.exists():
-            raise FileNotFoundError(f"{self.model_config['name']}: {model_path} not found (build it with `make models`)")
+            raise FileNotFoundError(
+                f"{self.model_config['name']}: {model_path} not found (build it with `make models`)"
+            )
         self.session = ort.InferenceSession(
-            str(model_path), sess_options=session_options(self.model_config), providers=["CPUExecutionProvider"]
+            str(model_path),
+            sess_options=session_options(self.model_config),
+            providers=["CPUExecutionProvider"],
         )
         self.inputs = [TensorSpec.from_config(e) for e in self.model_config.get("input", [])]
         self.outputs = [TensorSpec.from_config(e) for e in self.model_config.get("output", [])]
@@ -83,10 +93,14 @@ class TritonPythonModel:
         session_outputs = {o.name for o in self.session.get_outputs()}
         for spec in self.inputs:
             if spec.name not in session_inputs:
-                raise ValueError(f"config input '{spec.name}' is not an input of {model_path.name}: {session_inputs}")
+                raise ValueError(
+                    f"config input '{spec.name}' is not an input of {model_path.name}: {session_inputs}"
+                )
         for spec in self.outputs:
             if spec.name not in session_outputs:
-                raise ValueError(f"config output '{spec.name}' is not an output of {model_path.name}: {session_outputs}")
+                raise ValueError(
+                    f"config output '{spec.name}' is not an output of {model_path.name}: {session_outputs}"
+                )
         self.output_names = [o.name for o in self.outputs]
 
     def _request_inputs(self, request: Any) -> dict[str, np.ndarray]:
@@ -133,11 +147,14 @@ class TritonPythonModel:
                     sizes = [next(iter(feeds.values())).shape[0] for _, feeds in members]
                     bounds = np.cumsum([0, *sizes])
                     per_request = [
-                        {n: out[bounds[i] : bounds[i + 1]] for n, out in outputs.items()} for i in range(len(members))
+                        {n: out[bounds[i] : bounds[i + 1]] for n, out in outputs.items()}
+                        for i in range(len(members))
                     ]
                 for (index, _), outs in zip(members, per_request, strict=True):
                     tensors = [
-                        pb_utils.Tensor(spec.name, np.ascontiguousarray(outs[spec.name]).astype(spec.dtype, copy=False))
+                        pb_utils.Tensor(
+                            spec.name, np.ascontiguousarray(outs[spec.name]).astype(spec.dtype, copy=False)
+                        )
                         for spec in self.outputs
                     ]
                     responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
