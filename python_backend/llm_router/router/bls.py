@@ -209,7 +209,7 @@ async def call_tier(
         text="".join(pieces),
         token_logprobs=logprobs,
         input_tokens=input_tokens,
-        output_tokens=output_tokens or len(logprobs),
+        output_tokens=len(logprobs) if logprobs else output_tokens,
         latency_ms=(time.monotonic() - started) * 1000,
         deltas=pieces if request.stream else [],
     )

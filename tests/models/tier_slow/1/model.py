@@ -23,4 +23,6 @@ class TritonPythonModel:
             pb_utils.Tensor("input_tokens", np.array([[3]], dtype=np.int32)),
             pb_utils.Tensor("output_tokens", np.array([[2]], dtype=np.int32)),
         ]
-        sender.send(pb_utils.InferenceResponse(output_tensors=outputs), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        sender.send(
+            pb_utils.InferenceResponse(output_tensors=outputs), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        )
