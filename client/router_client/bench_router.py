@@ -1,0 +1,81 @@
+"""Routing overhead: perf_analyzer on `router` (max_tier=tier_small) and directly on `tier_small`, in one run.
+
+Same prompts, same max_tokens. The router request carries `max_tier=tier_small`, so it classifies and routes but
+cannot escalate; overhead = router p50 - direct p50 at the same concurrency.
+
+    .venv/bin/python -m router_client.bench_router [--url HOST:PORT] [--concurrency 1 8 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from llm_router.serve import LocalTritonServer, ServerOptions, free_ports
+
+from router_client.perf import TABLE_HEADER, PerfPoint, run_perf_analyzer
+
+PROMPTS = Path(__file__).parent / "data" / "bench_prompts.jsonl"
+
+
+def write_input_data(path: Path, prompts: list[str], max_tokens: int) -> Path:
+    """perf_analyzer input data valid for both models (router: dims [1]; tier: dims [1] plus the batch dim)."""
+    data = [{"text_input": [p], "max_tokens": [max_tokens]} for p in prompts]
+    path.write_text(json.dumps({"data": data}))
+    return path
+
+
+def measure(url: str, prompts: list[str], max_tokens: int, concurrency: list[int], measurement_ms: int) -> str:
+    rows: list[tuple[PerfPoint, PerfPoint]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_input_data(Path(tmp) / "inputs.json", prompts, max_tokens)
+        for level in concurrency:  # interleaved per level, so both see the same machine state
+            direct = run_perf_analyzer(
+                "tier_small", url, concurrency=[level], input_data=data, streaming=True, measurement_ms=measurement_ms
+            )[0]
+            routed = run_perf_analyzer(
+                "router", url, concurrency=[level], input_data=data, measurement_ms=measurement_ms,
+                extra_args=["--request-parameter", "max_tier:tier_small:string"],
+            )[0]  # fmt: skip
+            rows.append((direct, routed))
+    lines = [TABLE_HEADER]
+    for direct, routed in rows:
+        lines += [direct.row(), routed.row()]
+    lines.append("")
+    lines.append(f"{'concurrency':>11} {'direct p50':>11} {'router p50':>11} {'overhead p50 ms':>16} {'overhead p99 ms':>16}")
+    for direct, routed in rows:
+        lines.append(
+            f"{direct.concurrency:>11g} {direct.p50_ms:>11.2f} {routed.p50_ms:>11.2f} "
+            f"{routed.p50_ms - direct.p50_ms:>16.2f} {routed.p99_ms - direct.p99_ms:>16.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a running server's gRPC address; default: start one on free ports")
+    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16])
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--prompts", type=int, default=50, help="how many sample prompts to cycle through")
+    parser.add_argument("--measurement-ms", type=int, default=5000)
+    args = parser.parse_args(argv)
+    rows = [json.loads(line) for line in PROMPTS.read_text().splitlines() if line.strip()]
+    prompts = [r["prompt"].encode()[:400].decode(errors="ignore") for r in rows[: args.prompts]]
+    if args.url:
+        print(measure(args.url, prompts, args.max_tokens, args.concurrency, args.measurement_ms))
+        return 0
+    grpc_port, http_port, metrics_port = free_ports(3)
+    options = ServerOptions(
+        model_repository=args.model_repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port
+    )
+    with LocalTritonServer(options) as server:
+        print(f"server ready in {server.startup_seconds:.1f}s; {len(prompts)} prompts, max_tokens={args.max_tokens}")
+        print(measure(server.grpc_url, prompts, args.max_tokens, args.concurrency, args.measurement_ms))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
