@@ -81,7 +81,7 @@ def test_wrong_shape_or_type_is_invalid_arg(
         grpc_client.infer(SMOKE_MODEL, [tensor])
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert message in info.value.message()
-    assert grpc_client.is_server_live() and grpc_client.is_server_ready()
+    assert grpc_client.is_server_live() and grpc_client.is_model_ready(SMOKE_MODEL)
 
 
 def test_missing_input_is_invalid_arg(grpc_client: grpcclient.InferenceServerClient) -> None:

@@ -181,7 +181,7 @@ def test_every_tier_failing_is_an_error_listing_each_reason(grpc_client: grpccli
     message = info.value.message()
     assert "tier_faulty" in message and "injected fault" in message
     assert "tier_slow" in message and "timeout" in message
-    assert grpc_client.is_server_ready()
+    assert grpc_client.is_model_ready("router_faults")
 
 
 def test_stream_sends_only_the_answering_tiers_text(triton_server: LocalTritonServer,
@@ -260,4 +260,4 @@ def test_bad_input_is_invalid_arg(
         with pytest.raises(InferenceServerException) as info:
             stream(triton_server.grpc_url, text, **params)
         assert message in info.value.message()
-    assert grpc_client.is_server_live() and grpc_client.is_server_ready()
+    assert grpc_client.is_server_live() and grpc_client.is_model_ready(model)

@@ -155,7 +155,10 @@ def test_compose_services(compose):
     (gpu,) = triton["deploy"]["resources"]["reservations"]["devices"]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     assert triton["shm_size"] and triton["ulimits"] == {"memlock": -1, "stack": 67108864}
-    assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    probe = " ".join(triton["healthcheck"]["test"])
+    # model readiness of everything the router needs (server readiness stays false after a policy reload in 2.51)
+    assert "/v2/models/$$m/ready" in probe
+    assert all(m in probe for m in ("router", "router_stream", "intent_classifier", "tier_small", "tier_large"))
     command = triton["command"]
     assert "--model-control-mode=explicit" in command and "--load-model=*" in command
     repo_flag = next(c for c in command if c.startswith("--model-repository="))

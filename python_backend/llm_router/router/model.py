@@ -207,6 +207,7 @@ class _RouterModel:
         classification, classifier_error = await self._classify(req.text)
         attempts: list[Attempt] = []
         outputs: list[TierOutput | None] = []
+        rejected: dict[str, str] = {}  # tiers that refused the request itself (INVALID_ARG): tier -> reason
         streamed_tier: str | None = None
         while True:
             decision = decide(policy, classification, attempts, req.overrides)
@@ -235,6 +236,8 @@ class _RouterModel:
                 attempts.append(
                     Attempt(decision.tier, exc.status, error=exc.reason, latency_ms=_elapsed_ms(started))
                 )
+                if exc.rejected_input:
+                    rejected[decision.tier] = exc.reason
                 outputs.append(None)
                 self.metrics.fallback(decision.tier, exc.status)
                 continue
@@ -269,12 +272,26 @@ class _RouterModel:
         generation_ms = sum(a.latency_ms for a in attempts)
         overhead_ms = max(0.0, _elapsed_ms(started) - generation_ms)
         route["router_overhead_ms"] = round(overhead_ms, 3)
+        route["policy_version"] = policy.version
         if req.return_trace:
             route["answers"] = [
                 {"tier": a.tier, "text": o.text if o is not None else None}
                 for a, o in zip(attempts, outputs, strict=True)
             ]
         self.metrics.overhead(overhead_ms)
+        if final.kind is DecisionKind.FAIL and rejected and all(a.ok or a.tier in rejected for a in attempts):
+            # every tier tried refused the request itself (e.g. a prompt above its context): the client must fix it
+            reasons = "; ".join(rejected.values())
+            sender.send(
+                error_response(
+                    RequestError(
+                        f"every tier allowed for this request rejected it: {reasons} "
+                        "(shorten the prompt or lower max_tokens)"
+                    )
+                ),
+                flags=FINAL,
+            )
+            return
         if final.kind is DecisionKind.FAIL:
             self.metrics.failure()
             message = f"no tier could answer: {final.reason}"
