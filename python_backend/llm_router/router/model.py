@@ -15,7 +15,9 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from llm_router.core import (
     Overrides,
     Policy,
     RequestOverrideError,
+    allowed_range,
     compute_confidence,
     decide,
     load_policy,
@@ -204,7 +207,16 @@ class _RouterModel:
     async def _route(self, req: RouteRequest, sender: Any) -> None:
         started = time.monotonic()
         policy = self.policy
-        classification, classifier_error = await self._classify(req.text)
+        lowest, highest = allowed_range(policy, req.overrides)
+        classify_task = None
+        if lowest == highest:
+            # Only one tier is allowed (force_tier, or min_tier == max_tier): the route cannot depend on the
+            # classification, so classify concurrently with generation, for the trace and the metrics only.
+            classify_task = asyncio.ensure_future(self._classify(req.text))
+            classification, classifier_error = None, None
+        else:
+            classification, classifier_error = await self._classify(req.text)
+        deferred: list[Callable[[], None]] = []  # metric updates, made after the response is sent
         attempts: list[Attempt] = []
         outputs: list[TierOutput | None] = []
         rejected: dict[str, str] = {}  # tiers that refused the request itself (INVALID_ARG): tier -> reason
@@ -239,7 +251,7 @@ class _RouterModel:
                 if exc.rejected_input:
                     rejected[decision.tier] = exc.reason
                 outputs.append(None)
-                self.metrics.fallback(decision.tier, exc.status)
+                deferred.append(partial(self.metrics.fallback, decision.tier, exc.status))
                 continue
             attempts.append(
                 Attempt(
@@ -253,9 +265,11 @@ class _RouterModel:
             )
             outputs.append(output)
             if math.isfinite(confidence):
-                self.metrics.confidence(decision.tier, confidence)
+                deferred.append(partial(self.metrics.confidence, decision.tier, confidence))
             if streamed_tier is not None:
                 break  # text already reached the client: this tier answers
+        if classify_task is not None:
+            classification, classifier_error = await classify_task
         final, trace = make_trace(policy, classification, attempts, req.overrides)
         route = trace.to_dict()
         if final.kind is DecisionKind.CALL and streamed_tier is not None:
@@ -278,7 +292,26 @@ class _RouterModel:
                 {"tier": a.tier, "text": o.text if o is not None else None}
                 for a, o in zip(attempts, outputs, strict=True)
             ]
-        self.metrics.overhead(overhead_ms)
+        deferred.append(partial(self.metrics.overhead, overhead_ms))
+        try:
+            self._send_result(sender, final, trace, route, attempts, outputs, rejected, classification, deferred)
+        finally:
+            for record in deferred:  # off the latency path: metric updates are IPC calls to the server
+                record()
+
+    def _send_result(
+        self,
+        sender: Any,
+        final: Decision,
+        trace: Any,
+        route: dict[str, Any],
+        attempts: list[Attempt],
+        outputs: list[TierOutput | None],
+        rejected: dict[str, str],
+        classification: Classification | None,
+        deferred: list[Callable[[], None]],
+    ) -> None:
+        """Send the one final response of a routed request; queue its metric updates in `deferred`."""
         if final.kind is DecisionKind.FAIL and rejected and all(a.ok or a.tier in rejected for a in attempts):
             # every tier tried refused the request itself (e.g. a prompt above its context): the client must fix it
             reasons = "; ".join(rejected.values())
@@ -293,7 +326,7 @@ class _RouterModel:
             )
             return
         if final.kind is DecisionKind.FAIL:
-            self.metrics.failure()
+            deferred.append(self.metrics.failure)
             message = f"no tier could answer: {final.reason}"
             sender.send(
                 pb_utils.InferenceResponse(
@@ -305,16 +338,16 @@ class _RouterModel:
         answer = outputs[final.attempt_index]
         assert answer is not None
         intent = classification.intent if classification is not None else "unclassified"
-        self.metrics.request(intent, final.tier)
+        deferred.append(partial(self.metrics.request, intent, final.tier))
         previous = None
         for attempt_trace in trace.attempts:
             if previous is not None and attempt_trace.step == "escalate":
-                self.metrics.escalation(previous, attempt_trace.tier)
+                deferred.append(partial(self.metrics.escalation, previous, attempt_trace.tier))
             previous = attempt_trace.tier
         for attempt, output in zip(attempts, outputs, strict=True):
             if output is not None and output is not answer:
-                self.metrics.wasted_tokens(attempt.tier, output.output_tokens)
-        self.metrics.cost(trace.cost, trace.cost_saved)
+                deferred.append(partial(self.metrics.wasted_tokens, attempt.tier, output.output_tokens))
+        deferred.append(partial(self.metrics.cost, trace.cost, trace.cost_saved))
         route_json = json.dumps(route, default=_json_default)
         text = "" if self.streaming else answer.text
         sender.send(
