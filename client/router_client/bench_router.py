@@ -44,7 +44,9 @@ def measure(url: str, prompts: list[str], max_tokens: int, concurrency: list[int
     for direct, routed in rows:
         lines += [direct.row(), routed.row()]
     lines.append("")
-    lines.append(f"{'concurrency':>11} {'direct p50':>11} {'router p50':>11} {'overhead p50 ms':>16} {'overhead p99 ms':>16}")
+    lines.append(
+        f"{'concurrency':>11} {'direct p50':>11} {'router p50':>11} {'overhead p50 ms':>16} {'overhead p99 ms':>16}"
+    )
     for direct, routed in rows:
         lines.append(
             f"{direct.concurrency:>11g} {direct.p50_ms:>11.2f} {routed.p50_ms:>11.2f} "

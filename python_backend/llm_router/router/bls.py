@@ -9,6 +9,7 @@ responses in the background and nothing of it reaches the client.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,12 +22,16 @@ CLASSIFIER_MODEL = "intent_classifier"
 
 
 class TierCallError(RuntimeError):
-    """A tier answered with an error, or could not be called; `reason` is short and goes into the trace."""
+    """A tier answered with an error, or could not be called; `reason` is short and goes into the trace.
 
-    def __init__(self, reason: str, status: str = "error") -> None:
+    `rejected_input` is True when the tier refused the request itself (INVALID_ARG, e.g. a prompt above its context).
+    """
+
+    def __init__(self, reason: str, status: str = "error", rejected_input: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.rejected_input = rejected_input
 
 
 @dataclass
@@ -135,6 +140,14 @@ class TierRequest:
 
 
 _DONE = object()
+# Triton 24.10 hands a decoupled BLS call's error to Python as INTERNAL whatever its code, so a tier's "prompt too
+# long" (INVALID_ARG from llm_router.tier) is also recognised by its message.
+_CONTEXT_REJECTION = re.compile(r"this model's context")
+
+
+def is_input_rejection(error: pb_utils.TritonError) -> bool:
+    """True when a tier refused the request itself (INVALID_ARG, or a prompt above the tier's context)."""
+    return error.code() == pb_utils.TritonError.INVALID_ARG or bool(_CONTEXT_REJECTION.search(error.message()))
 
 
 def _read_responses(request: TierRequest, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> None:
@@ -184,7 +197,10 @@ async def call_tier(
         if isinstance(item, Exception):
             raise TierCallError(f"{request.tier} could not be called: {item}")
         if item.has_error():
-            raise TierCallError(f"{request.tier} failed: {item.error().message()}")
+            error = item.error()
+            raise TierCallError(
+                f"{request.tier} failed: {error.message()}", rejected_input=is_input_rejection(error)
+            )
         text = _first_string(item, "text_output")
         piece_logprobs_tensor = pb_utils.get_output_tensor_by_name(item, "output_log_probs")
         piece_logprobs = (
