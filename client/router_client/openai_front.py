@@ -20,6 +20,15 @@ Requests are forwarded over gRPC to Triton: `router` for plain requests, `router
   router's `cost` (estimated USD, all tiers tried), `tier` and `escalated`. The response's extra field `route`
   is the router's JSON trace. A streamed response sends the usage on its last chunk (and, with
   `stream_options.include_usage`, also the empty-choices usage chunk that OpenAI specifies).
+- `logprobs: true` (chat completions) needs a tier name as the model: the router's outputs carry no per-token
+  log-probs, so the front then calls that tier model directly (gRPC streaming, `return_log_probs`), without the
+  router: no classification, policy cap or fallback, and `usage.cost` and `route` are null. `max_tokens` defaults to
+  DIRECT_TIER_MAX_TOKENS (64, the default policy's per-tier cap). `choices[0].logprobs.content` holds one entry
+  per generated token, in order; the tier reports text per streamed piece, not per token, so a piece's text is the
+  `token` of its first entry and its other entries have `token` "" (the tokens still join to the answer).
+  `top_logprobs` is accepted and each entry's `top_logprobs` is [] (the tiers return no alternatives). With the
+  model `router`, `logprobs: true` is answered with `logprobs: null` (OpenAI's value when none are available).
+  Streaming works the same way (each chunk carries its piece's entries).
 - Errors use the OpenAI format `{"error": {"message", "type", "param", "code"}}`; INVALID_ARG becomes
   a 400, UNAVAILABLE a 503, others a 500. An error after a stream has started arrives as a
   `data: {"error": ...}` event, which the OpenAI SDK raises as an APIError. Errors of `router_stream` carry no
@@ -29,6 +38,7 @@ Requests are forwarded over gRPC to Triton: `router` for plain requests, `router
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import secrets
@@ -36,12 +46,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+import tritonclient.grpc.aio as grpcclient_aio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from router_client.client import (
     DEFAULT_URL,
@@ -57,6 +71,7 @@ from router_client.client import (
 
 MODEL_NAMES = (ROUTER_MODEL, *TIER_MODELS)
 OWNER = "triton-llm-router"
+DIRECT_TIER_MAX_TOKENS = 64
 
 # Triton/gRPC status -> (HTTP status, OpenAI error type)
 _STATUS_MAP = {
@@ -105,6 +120,8 @@ class ChatCompletionRequest(BaseModel):
     max_tier: str | None = None
     confidence_threshold: float | None = Field(default=None, le=0)  # log-prob scale
     return_trace: bool = False
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
 class FrontError(Exception):
@@ -244,6 +261,105 @@ def sse_event(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
+# -- logprobs: direct tier calls ----
+
+
+@dataclass
+class TierPiece:
+    """One streamed piece of a direct tier call, with its tokens' log-probs and the running token counts."""
+
+    text: str
+    logprobs: list[float]
+    input_tokens: int
+    output_tokens: int
+
+
+def _tier_tensor(name: str, value: Any, dtype: Any) -> grpcclient_aio.InferInput:
+    array = np.array([[value]], dtype=dtype)
+    tensor = grpcclient_aio.InferInput(name, [1, 1], np_to_triton_dtype(array.dtype))
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+async def tier_pieces(
+    client: grpcclient_aio.InferenceServerClient, tier: str, prompt: str, max_tokens: int, timeout_s: float
+) -> AsyncIterator[TierPiece]:
+    """Generate with one tier model directly (gRPC streaming, log-probs on); RouterError on any failure."""
+    inputs = [
+        _tier_tensor("text_input", prompt.encode("utf-8"), np.object_),
+        _tier_tensor("max_tokens", max_tokens, np.int32),
+        _tier_tensor("return_log_probs", True, np.bool_),
+        _tier_tensor("stream", True, np.bool_),
+    ]
+    done = asyncio.Event()
+
+    async def requests() -> AsyncIterator[dict[str, Any]]:
+        yield {"model_name": tier, "inputs": inputs, "parameters": {"triton_enable_empty_final_response": True}}
+        await done.wait()
+
+    responses = client.stream_infer(requests(), stream_timeout=timeout_s)
+    finished = False
+    try:
+        async for result, error in responses:
+            if error is not None:
+                message = error.message() if hasattr(error, "message") else str(error)
+                # a streamed error carries no status code: a prompt above the tier's context is the client's fault
+                status = "INVALID_ARGUMENT" if "context" in message or "max_tokens" in message else "INTERNAL"
+                raise RouterError(f"{tier}: {message}", status)
+            response = result.get_response()
+            if response.outputs:
+                logprobs = result.as_numpy("output_log_probs")
+                text = result.as_numpy("text_output")
+                yield TierPiece(
+                    text=_decode(text),
+                    logprobs=[float(x) for x in logprobs.reshape(-1)] if logprobs is not None else [],
+                    input_tokens=_int(result.as_numpy("input_tokens")),
+                    output_tokens=_int(result.as_numpy("output_tokens")),
+                )
+            params = response.parameters
+            if "triton_final_response" in params and params["triton_final_response"].bool_param:
+                finished = True
+                return
+        raise RouterError(f"the stream from {tier} closed before its final response", "UNAVAILABLE")
+    except InferenceServerException as exc:
+        raise RouterError.from_triton(exc) from exc
+    finally:
+        done.set()
+        if not finished:
+            responses.cancel()
+
+
+def _decode(value: np.ndarray | None) -> str:
+    if value is None or value.size == 0:
+        return ""
+    item = value.reshape(-1)[0]
+    return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
+
+
+def _int(value: np.ndarray | None) -> int:
+    return int(value.reshape(-1)[0]) if value is not None and value.size else 0
+
+
+def logprob_entries(piece: TierPiece) -> list[dict[str, Any]]:
+    """OpenAI `logprobs.content` entries of one piece: its text on the first token, "" on the others."""
+    entries = []
+    for i, logprob in enumerate(piece.logprobs):
+        token = piece.text if i == 0 else ""
+        entries.append({"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8")), "top_logprobs": []})
+    return entries
+
+
+def direct_usage(tier: str, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": input_tokens,
+        "completion_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+        "cost": None,
+        "tier": tier,
+        "escalated": False,
+    }
+
+
 # -- the app ----
 
 
@@ -253,10 +369,12 @@ def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_k
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.router = AsyncRouterClient(triton_url, timeout_s=timeout_s)
+        app.state.tiers = grpcclient_aio.InferenceServerClient(triton_url)  # direct tier calls (logprobs)
         try:
             yield
         finally:
             await app.state.router.close()
+            await app.state.tiers.close()
 
     app = FastAPI(title="triton-llm-router OpenAI-compatible front", lifespan=lifespan)
     started = int(time.time())
@@ -319,6 +437,8 @@ def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_k
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         router: AsyncRouterClient = app.state.router
+        if body.logprobs and options.force_tier is not None:
+            return await direct_tier_completion(body, prompt, completion_id, created)
         if not body.stream:
             try:
                 result = await router.route(prompt, max_tokens=max_tokens, options=options)
@@ -338,7 +458,93 @@ def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_k
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    async def direct_tier_completion(
+        body: ChatCompletionRequest, prompt: str, completion_id: str, created: int
+    ) -> Any:
+        """`logprobs: true` with a tier as the model: call the tier itself (see the module docstring)."""
+        tier = body.model
+        max_tokens = body.max_completion_tokens or body.max_tokens or DIRECT_TIER_MAX_TOKENS
+        pieces = tier_pieces(app.state.tiers, tier, prompt, max_tokens, timeout_s).__aiter__()
+        try:
+            first = await anext(pieces, None)
+        except RouterError as exc:
+            raise FrontError.from_router(exc) from exc
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(
+                stream_tier_chunks(first, pieces, tier, completion_id, created, max_tokens, include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        texts: list[str] = []
+        entries: list[dict[str, Any]] = []
+        input_tokens = output_tokens = 0
+        piece = first
+        try:
+            while piece is not None:
+                texts.append(piece.text)
+                entries.extend(logprob_entries(piece))
+                input_tokens = piece.input_tokens or input_tokens
+                output_tokens = piece.output_tokens or output_tokens
+                piece = await anext(pieces, None)
+        except RouterError as exc:
+            raise FrontError.from_router(exc) from exc
+        output_tokens = max(output_tokens, len(entries))
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": tier,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(texts)},
+                    "finish_reason": "length" if output_tokens >= max_tokens else "stop",
+                    "logprobs": {"content": entries, "refusal": None},
+                }
+            ],
+            "usage": direct_usage(tier, input_tokens, output_tokens),
+            "route": None,
+        }
+
     return app
+
+
+async def stream_tier_chunks(
+    first: TierPiece | None,
+    pieces: AsyncIterator[TierPiece],
+    model: str,
+    completion_id: str,
+    created: int,
+    max_tokens: int,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    """The SSE body of a streamed direct tier call with log-probs."""
+    yield sse_event(chunk_body(completion_id, created, model, {"role": "assistant", "content": ""}))
+    piece = first
+    input_tokens = output_tokens = count = 0
+    try:
+        while piece is not None:
+            entries = logprob_entries(piece)
+            count += len(entries)
+            input_tokens = piece.input_tokens or input_tokens
+            output_tokens = piece.output_tokens or output_tokens
+            chunk = chunk_body(completion_id, created, model, {"content": piece.text})
+            chunk["choices"][0]["logprobs"] = {"content": entries, "refusal": None}
+            yield sse_event(chunk)
+            piece = await anext(pieces, None)
+        output_tokens = max(output_tokens, count)
+        usage = direct_usage(model, input_tokens, output_tokens)
+        finish = "length" if output_tokens >= max_tokens else "stop"
+        yield sse_event(chunk_body(completion_id, created, model, {}, finish, usage=usage))
+        if include_usage:
+            yield sse_event(chunk_body(completion_id, created, model, None, usage=usage))
+    except RouterError as exc:
+        yield sse_event(FrontError.from_router(exc).body())
+    finally:
+        await pieces.aclose()  # type: ignore[attr-defined]
+    yield sse_event("[DONE]")
 
 
 async def stream_chunks(

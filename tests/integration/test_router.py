@@ -217,6 +217,12 @@ def test_metrics_count_requests_and_escalations(triton_server: LocalTritonServer
     before_overhead = metric_value(url, "router_overhead_ms_count", model="router")
     for _ in range(3):
         route(grpc_client, SUMMARY_PROMPT, max_tier="tier_medium", confidence_threshold=NEVER_CONFIDENT)
+    # the router records metrics right after sending each response: give the last one a moment
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if metric_value(url, "router_overhead_ms_count", model="router") >= before_overhead + 3:
+            break
+        time.sleep(0.05)
     assert metric_value(url, "router_requests_total", model="router", tier="tier_medium") == before_requests + 3
     assert (
         metric_value(url, "router_escalations_total", model="router", from_tier="tier_small", to_tier="tier_medium")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,6 +29,10 @@ INTENTS: tuple[str, ...] = (
     "reasoning",
     "planning",
 )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class PolicyError(ValueError):
@@ -51,11 +56,65 @@ class ConfidenceSpec(_Strict):
 
 
 class RemoteSpec(_Strict):
-    """Reserved for a tier served outside this Triton server (not used by the router yet)."""
+    """A tier served outside this Triton server; the router calls it with llm_router.router.remote.
 
-    url: str
-    model: str | None = None
+    - ``kind: triton``: another Triton server (e.g. TensorRT-LLM's ``ensemble``) over gRPC; ``url`` is
+      ``host:port`` (tritonclient's form, no scheme); ``model`` defaults to the tier's name.
+    - ``kind: openai``: an OpenAI-compatible endpoint; ``url`` is its base URL including ``/v1`` (as the OpenAI
+      SDK's ``base_url``); ``model`` defaults to the tier's name; ``api: chat`` posts to ``/chat/completions``,
+      ``api: completions`` to ``/completions``; log-probs are always requested.
+    - ``kind`` may be left out: a URL with an http(s) scheme means ``openai``, anything else ``triton``.
+    - ``api_key_env``: the NAME of an environment variable holding the API key (sent as ``Authorization: Bearer``;
+      gRPC metadata for ``triton``), read at call time. A key itself is never accepted in the file.
+    - ``confidence_when_missing``: the confidence (log-prob scale, <= 0) given to an answer that came without
+      log-probs (an endpoint that does not return them); unset, such an answer scores -inf, so it escalates
+      whenever a larger tier is allowed (and is accepted only as the last resort).
+    """
+
+    kind: Literal["triton", "openai"] | None = None
+    url: str = Field(min_length=1)
+    model: str | None = Field(default=None, min_length=1)
+    api: Literal["chat", "completions"] = "chat"
     api_key_env: str | None = None
+    confidence_when_missing: float | None = Field(default=None, le=0, allow_inf_nan=False)
+    api_key: str | None = Field(default=None, exclude=True)  # only to refuse it with a clear message
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _no_inline_key(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(
+                "unknown field: an API key must never be written in the policy file; put it in an environment "
+                "variable and name that variable with api_key_env"
+            )
+        return None
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "must be the NAME of an environment variable (letters, digits, _), not the key itself"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _url_matches_kind(self) -> RemoteSpec:
+        has_scheme = bool(_URL_SCHEME.match(self.url))
+        kind = self.kind or ("openai" if has_scheme else "triton")
+        if kind == "triton" and has_scheme:
+            raise ValueError(
+                f"url: a Triton gRPC URL is host:port without a scheme (e.g. trtllm:8001), got {self.url!r}"
+            )
+        if kind == "openai" and not self.url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"url: an OpenAI-compatible endpoint needs an http:// or https:// base URL (e.g. "
+                f"https://api.example.com/v1), got {self.url!r}"
+            )
+        if kind == "triton" and self.api != "chat":
+            raise ValueError("api: only for kind openai")
+        object.__setattr__(self, "kind", kind)
+        return self
 
 
 class TierSpec(_Strict):

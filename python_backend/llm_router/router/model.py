@@ -11,6 +11,7 @@ without blocking on the tiers. Every code path ends in a FINAL response, so a re
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import math
 import threading
@@ -41,6 +42,7 @@ from llm_router.core import (
 )
 from llm_router.router.bls import Classification, TierCallError, TierOutput, TierRequest, call_tier, classify
 from llm_router.router.metrics import RouterMetrics
+from llm_router.router.remote import call_remote_tier
 from llm_router.triton_utils import (
     RequestError,
     error_response,
@@ -129,6 +131,7 @@ class _RouterModel:
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def initialize(self, args: dict[str, str]) -> None:
+        faulthandler.enable(all_threads=True)  # a crash of this stub prints every thread's stack to Triton's log
         config = json.loads(args["model_config"])
         self.model_name = config["name"]
         self.policy_path = self._policy_path(config, Path(args["model_repository"]), args["model_version"])
@@ -234,8 +237,10 @@ class _RouterModel:
                     )
                     streamed_tier = decision.tier if output.deltas else streamed_tier
                 else:
-                    output = await call_tier(
-                        TierRequest(decision.tier, req.text, max_tokens), spec.deadline_s
+                    output = await (
+                        call_remote_tier(spec, req.text, max_tokens, spec.deadline_s)
+                        if spec.remote is not None
+                        else call_tier(TierRequest(decision.tier, req.text, max_tokens), spec.deadline_s)
                     )
                     confidence = compute_confidence(
                         spec.confidence.function, output.token_logprobs, spec.confidence.params
@@ -417,6 +422,7 @@ class StreamingRouterModel(_RouterModel):
             "committed": holdback == 0 or cannot_escalate,
             "escalate": False,
             "attempt": None,
+            "sent": False,  # text of this tier has reached the client
         }
         state["held_confidence"] = None
 
@@ -438,6 +444,7 @@ class StreamingRouterModel(_RouterModel):
             state["held_confidence"] = attempt.confidence
             flush = "".join(held_text)
             if flush:
+                state["sent"] = True
                 sender.send(
                     pb_utils.InferenceResponse(
                         output_tensors=[_string("text_output", flush), _string("tier", tier)]
@@ -448,6 +455,7 @@ class StreamingRouterModel(_RouterModel):
         def on_delta(text: str, logprobs: list[float]) -> bool:
             if state["committed"]:
                 if text:
+                    state["sent"] = True
                     sender.send(
                         pb_utils.InferenceResponse(
                             output_tensors=[_string("text_output", text), _string("tier", tier)]
@@ -461,15 +469,17 @@ class StreamingRouterModel(_RouterModel):
             return False
 
         try:
-            output = await call_tier(
-                TierRequest(tier, req.text, max_tokens, stream=True), spec.deadline_s, on_delta
+            output = await (
+                call_remote_tier(spec, req.text, max_tokens, spec.deadline_s, stream=True, on_delta=on_delta)
+                if spec.remote is not None
+                else call_tier(TierRequest(tier, req.text, max_tokens, stream=True), spec.deadline_s, on_delta)
             )
         except TierCallError as exc:
             if exc.status == "abandoned" and state["escalate"]:
                 self.metrics.wasted_tokens(tier, len(held_logprobs))
                 raise _HeldBack(state["attempt"]) from None
-            if state["committed"]:
-                # text may already have reached the client: another tier's answer cannot be appended to it
+            if state["sent"]:
+                # text has reached the client: another tier's answer cannot be appended to it
                 raise RuntimeError(f"{tier} failed after streaming began: {exc.reason}") from None
             raise
         if not state["committed"]:
