@@ -1,0 +1,3 @@
+"""intent_postprocess: intent probabilities -> intent label (logic in llm_router.classifier)."""
+
+from llm_router.classifier.triton_models import PostprocessModel as TritonPythonModel  # noqa: F401

@@ -1,0 +1,115 @@
+"""The intent classifier's Python-backend models: `intent_tokenizer` and `intent_postprocess`.
+
+Both see every request Triton's dynamic batcher hands them in one `execute` call and process them together;
+a bad request gets its own INVALID_ARG response and does not fail the others.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from llm_router.classifier import INTENTS, read_labels
+from llm_router.classifier.tokenization import IntentTokenizer
+from llm_router.triton_utils import RequestError, error_response, invalid_arg, model_parameter
+
+
+def decode_texts(request: Any, name: str = "text") -> list[str]:
+    """The UTF-8 strings of a BYTES input [batch, 1] (or [1]); raises RequestError for bad ones."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        raise RequestError(f"missing required input '{name}'")
+    values = tensor.as_numpy().reshape(-1)
+    if values.size == 0:
+        raise RequestError(f"input '{name}' holds no string")
+    texts = []
+    for index, value in enumerate(values):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RequestError(f"input '{name}'[{index}] is not valid UTF-8 (byte {exc.start})") from None
+        if not isinstance(value, str):
+            raise RequestError(f"input '{name}' must be BYTES (UTF-8 text)")
+        if not value.strip():
+            raise RequestError(f"input '{name}'[{index}] is empty or whitespace; send a non-empty prompt")
+        texts.append(value)
+    return texts
+
+
+class TokenizerModel:
+    """Text -> input_ids/attention_mask INT64 [batch, bucket]; one tokenizer call for all requests."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        tokenizer_file = model_parameter(config, "tokenizer_file")
+        self.tokenizer = IntentTokenizer(Path(tokenizer_file) if tokenizer_file else None)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        texts: list[str] = []
+        owners: list[tuple[int, int]] = []  # (request index, number of texts)
+        for i, request in enumerate(requests):
+            try:
+                request_texts = decode_texts(request)
+            except Exception as exc:  # noqa: BLE001 - answer this request with an error, keep the others
+                responses[i] = error_response(exc)
+                continue
+            owners.append((i, len(request_texts)))
+            texts.extend(request_texts)
+        if texts:
+            try:
+                ids = self.tokenizer.token_ids(texts)
+            except Exception as exc:  # noqa: BLE001
+                for i, _ in owners:
+                    responses[i] = error_response(exc)
+                return responses
+            start = 0
+            for i, count in owners:
+                batch = self.tokenizer.pad(ids[start : start + count])
+                start += count
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor("input_ids", batch.input_ids),
+                        pb_utils.Tensor("attention_mask", batch.attention_mask),
+                    ]
+                )
+        return responses
+
+    def finalize(self) -> None:
+        self.tokenizer = None
+
+
+class PostprocessModel:
+    """intent_probs [batch, 9] -> intent BYTES [batch, 1], labels from the model's labels file."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        model_dir = Path(args["model_repository"])
+        labels_file = model_parameter(config, "labels_file", "labels.txt")
+        self.labels = np.array([s.encode("utf-8") for s in read_labels(model_dir / labels_file)], dtype=np.object_)
+        if len(self.labels) != len(INTENTS):
+            raise ValueError(f"{labels_file} has {len(self.labels)} labels, the classifier has {len(INTENTS)}")
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses = []
+        for request in requests:
+            try:
+                probs = pb_utils.get_input_tensor_by_name(request, "intent_probs").as_numpy()
+                if probs.ndim != 2 or probs.shape[1] != len(self.labels):
+                    raise RequestError(f"intent_probs must be [batch, {len(self.labels)}], got {list(probs.shape)}")
+                intent = self.labels[probs.argmax(axis=1)].reshape(-1, 1)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("intent", intent)]))
+            except Exception as exc:  # noqa: BLE001
+                responses.append(error_response(exc))
+        return responses
+
+    def finalize(self) -> None:
+        pass
+
+
+__all__ = ["PostprocessModel", "TokenizerModel", "decode_texts", "invalid_arg"]

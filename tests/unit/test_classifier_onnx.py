@@ -1,0 +1,128 @@
+"""The exported intent classifier: committed heads, ONNX vs PyTorch, INT8 vs FP32 on a held-out sample.
+
+The ONNX models are rebuilt from the package's encoder and the committed heads (no ../shared needed); the build
+is skipped when model_repository already holds up-to-date models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from llm_router.classifier import INTENTS
+from llm_router.classifier.tokenization import IntentTokenizer
+from router_export import classifier
+
+REPO = Path(__file__).resolve().parents[2] / "model_repository"
+PROMPTS = [
+    "Summarize the following article in two sentences: The city council voted on Tuesday to expand the bus network.",
+    "Write a Python function that returns the n-th Fibonacci number.",
+    "Plan a three-day trip to Rome with a museum each morning.",
+    "What is the capital of Australia?",
+]
+
+
+def read_sample() -> list[dict]:
+    return [json.loads(line) for line in classifier.HELDOUT_SAMPLE.read_text(encoding="utf-8").splitlines() if line]
+
+
+def test_committed_heads_are_small_and_match_the_taxonomy() -> None:
+    assert classifier.WEIGHTS.stat().st_size < 2 * 1024 * 1024
+    heads = classifier.Heads.load()
+    assert heads.labels == INTENTS
+    assert heads.intent_layers[0][0].shape[0] == classifier.EMBED_DIM * len(classifier.FEATURE_LAYERS)
+    assert heads.intent_layers[-1][0].shape[1] == len(INTENTS)
+    assert heads.difficulty[0].shape == (classifier.EMBED_DIM * len(classifier.DIFFICULTY_LAYERS), 1)
+
+
+def test_heldout_sample_is_labelled_and_not_from_unlicensed_data() -> None:
+    rows = read_sample()
+    assert len(rows) >= 100
+    assert {r["intent"] for r in rows} == set(INTENTS)
+    assert {r["source"] for r in rows} <= {
+        "t0",
+        "arena_v2",
+        "arena_v01",
+        "self_instruct",
+        "mmlu",
+        "gsm8k",
+        "handwritten",
+    }
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    import onnxruntime as ort
+
+    classifier.build_for_repository(REPO)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return {
+        name: ort.InferenceSession(str(REPO / name / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        for name in (classifier.ENCODER_MODEL, classifier.ENCODER_INT8_MODEL)
+    }
+
+
+def run(session, texts: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    tokenizer = IntentTokenizer()
+    probs, difficulty = [], []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer.encode(texts[start : start + batch_size])
+        p, d = session.run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+        probs.append(p)
+        difficulty.append(d)
+    return np.concatenate(probs), np.concatenate(difficulty)
+
+
+def test_onnx_graph_has_dynamic_batch_and_sequence_axes(sessions) -> None:
+    session = sessions[classifier.ENCODER_MODEL]
+    inputs = {i.name: i for i in session.get_inputs()}
+    assert set(inputs) == {"input_ids", "attention_mask"}
+    assert all(
+        i.type == "tensor(int64)" and isinstance(i.shape[0], str) and isinstance(i.shape[1], str)
+        for i in inputs.values()
+    )
+    assert [o.name for o in session.get_outputs()] == ["intent_probs", "difficulty"]
+    tokenizer = IntentTokenizer()
+    for texts, length in ((PROMPTS[3:], 16), (PROMPTS * 3, 128)):
+        batch = tokenizer.pad(tokenizer.token_ids(texts), length)
+        p, d = session.run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+        assert p.shape == (len(texts), 9) and d.shape == (len(texts), 1)
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_onnx_matches_pytorch(sessions) -> None:
+    import torch
+
+    model = classifier.build_torch_model(classifier.Heads.load())
+    batch = IntentTokenizer().encode(PROMPTS)
+    with torch.no_grad():
+        p_torch, d_torch = model(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask))
+    p_onnx, d_onnx = sessions[classifier.ENCODER_MODEL].run(
+        None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    )
+    np.testing.assert_allclose(p_onnx, p_torch.numpy(), atol=1e-4)
+    np.testing.assert_allclose(d_onnx, d_torch.numpy(), atol=1e-4)
+
+
+def test_int8_loses_at_most_one_point_of_macro_f1(sessions) -> None:
+    from sklearn.metrics import f1_score
+
+    rows = read_sample()
+    texts = [r["prompt"] for r in rows]
+    y = np.array([INTENTS.index(r["intent"]) for r in rows])
+    p32, d32 = run(sessions[classifier.ENCODER_MODEL], texts)
+    p8, d8 = run(sessions[classifier.ENCODER_INT8_MODEL], texts)
+    f1_32 = f1_score(y, p32.argmax(1), average="macro")
+    f1_8 = f1_score(y, p8.argmax(1), average="macro")
+    print(f"held-out sample: FP32 macro-F1 {f1_32:.4f}, INT8 macro-F1 {f1_8:.4f}")
+    assert f1_32 >= 0.75  # the sample is held-out templates; the full evaluation is router-train-classifier
+    assert f1_8 >= f1_32 - 0.01
+    assert np.abs(d8 - d32).max() < 0.1
+
+
+def test_build_is_skipped_when_up_to_date(sessions, capsys) -> None:
+    classifier.build_for_repository(REPO)
+    assert "up to date" in capsys.readouterr().out
