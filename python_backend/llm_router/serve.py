@@ -26,8 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_router import backends as _backends
+from llm_router.watchdog import StubWatchdog
 
 LOG_TAIL_LINES = 40
+# Shared memory of each Python-backend stub (one /dev/shm region per model instance; Triton's default is 1 MiB
+# growing by 1 MiB). The router's region holds every in-flight request's tensors: the prompt (at most 100,000
+# characters = 400 kB of UTF-8) once as its input and once per BLS call (classifier, tier), plus the answer and the
+# route JSON (a few kB): ~1.2 MB for a maximal prompt, ~10 kB for a typical one. 4 MiB holds 3 maximal or hundreds
+# of typical requests before the region grows, and each growth step adds room for 3 more. Regions never shrink and
+# are fully resident, so the total (~4 MiB x Python model instances + growth) must fit in /dev/shm (docker: shm_size).
+SHM_DEFAULT_BYTES = 4 * 1024 * 1024
+SHM_GROWTH_BYTES = 4 * 1024 * 1024
+WATCHDOG_CHOICES = ("auto", "restart", "exit", "off")
 
 
 class ServeError(RuntimeError):
@@ -52,6 +62,9 @@ class ServerOptions:
     stop_grace_s: float = 20.0
     log_verbose: int = 0
     echo_log: bool = False
+    # dead Python stubs (Triton 2.51 neither restarts nor reports them): auto = restart in explicit model control,
+    # exit otherwise (see llm_router.watchdog)
+    stub_watchdog: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -163,6 +176,7 @@ class LocalTritonServer:
         self._stopping = threading.Event()
         self._log_start = 0
         self.startup_seconds: float | None = None
+        self.watchdog: StubWatchdog | None = None
 
     # -- paths and URLs -------------------------------------------------------------------------
     @property
@@ -204,6 +218,9 @@ class LocalTritonServer:
             f"--log-verbose={opts.log_verbose}",
         ]
         cmd += [f"--load-model={name}" for name in opts.load_models]
+        for key, value in (("shm-default-byte-size", SHM_DEFAULT_BYTES), ("shm-growth-byte-size", SHM_GROWTH_BYTES)):
+            if not any(item.startswith(f"python,{key}=") for item in opts.backend_config):
+                cmd.append(f"--backend-config=python,{key}={value}")
         cmd += [f"--backend-config={item}" for item in opts.backend_config]
         return cmd
 
@@ -265,7 +282,27 @@ class LocalTritonServer:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
+        self.start_watchdog()
         return self
+
+    def start_watchdog(self) -> None:
+        """Watch the Python stubs: restart a dead one (explicit model control) or stop the server (see watchdog)."""
+        choice = self.options.stub_watchdog
+        if choice not in WATCHDOG_CHOICES:
+            raise ServeError(f"stub watchdog must be one of {', '.join(WATCHDOG_CHOICES)}, not {choice!r}")
+        if choice == "off" or self.process is None:
+            return
+        if choice == "auto":
+            choice = "restart" if self.options.model_control_mode == "explicit" else "exit"
+        if choice == "restart" and self.options.model_control_mode != "explicit":
+            raise ServeError("--on-stub-exit restart needs --model-control-mode explicit (it unloads and loads)")
+        self.watchdog = StubWatchdog(self.http_url, self.process.pid, action=choice, log=self._log_line).start()
+
+    def _log_line(self, line: str) -> None:
+        """A line into Triton's log file (and stderr), so operators find watchdog events next to Triton's."""
+        print(f"router-serve: {line}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8") as handle:
+            handle.write(f"router-serve: {line}\n")
 
     def _echo_log(self) -> None:
         with open(self.log_path, "rb") as handle:
@@ -325,6 +362,8 @@ class LocalTritonServer:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL to the whole group after the grace period; remove our shm regions."""
         self._stopping.set()
+        if self.watchdog is not None:
+            self.watchdog.stop()  # before SIGTERM: unloading models is not a dead stub
         proc = self.process
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -403,6 +442,13 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for readiness")
     parser.add_argument("--stop-grace", type=float, default=20.0, help="seconds between SIGTERM and SIGKILL")
     parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument(
+        "--on-stub-exit",
+        choices=WATCHDOG_CHOICES,
+        default="auto",
+        help="when a Python stub dies: restart its model (explicit mode), exit, or off; auto = restart in "
+        "explicit mode, exit otherwise",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not echo Triton's log to the console")
     args = parser.parse_args(argv)
     return ServerOptions(
@@ -419,6 +465,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         stop_grace_s=args.stop_grace,
         log_verbose=args.log_verbose,
         echo_log=not args.quiet,
+        stub_watchdog=args.on_stub_exit,
     )
 
 

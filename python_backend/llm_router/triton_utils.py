@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -119,3 +121,21 @@ def model_parameter(model_config: dict[str, Any], key: str, default: str | None 
         return default
     value = entry.get("string_value", default)
     return value if value not in ("", None) else default
+
+
+GIL_SWITCH_INTERVAL_S = 0.0005
+GIL_SWITCH_INTERVAL_ENV = "LLM_ROUTER_GIL_SWITCH_INTERVAL_S"
+
+
+def shorten_gil_switch_interval(seconds: float = GIL_SWITCH_INTERVAL_S) -> None:
+    """Hand the GIL between threads every `seconds` instead of Python's default 5 ms.
+
+    A stub process has several threads (the stub's own, an asyncio loop, BLS reader threads); with the default
+    interval a thread woken by a response can wait up to 5 ms for the GIL. The environment variable
+    LLM_ROUTER_GIL_SWITCH_INTERVAL_S overrides the value (0 keeps Python's default), e.g. to measure its effect.
+    """
+    override = os.environ.get(GIL_SWITCH_INTERVAL_ENV)
+    if override is not None:
+        seconds = float(override)
+    if seconds > 0:
+        sys.setswitchinterval(seconds)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from llm_router.serve import LocalTritonServer
+from llm_router.serve import LocalTritonServer, ServerOptions, free_ports
 from tritonclient.utils import InferenceServerException
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -54,26 +54,34 @@ def _route(client: grpcclient.InferenceServerClient) -> dict:
     return json.loads(result.as_numpy("route")[0])
 
 
-@pytest.fixture()
-def reloadable_router(triton_server: LocalTritonServer, grpc_client: grpcclient.InferenceServerClient):
-    """A copy of the project's router model, as its own model in the running server's repository."""
-    repo = triton_server._run_dir / "models"  # the server's merged repository (a temp dir of links)
-    model_dir = repo / MODEL
+@pytest.fixture(scope="module")
+def reload_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server of its own: in Triton 2.51 a model whose version changed leaves the *server* not-ready for good
+    (strict readiness), which must not leak into the shared server's other tests. Model readiness stays right."""
+    work = tmp_path_factory.mktemp("reload")
+    extra = work / "models"
+    model_dir = extra / MODEL
     shutil.copytree(PROJECT / "model_repository" / "router", model_dir)
     config = (model_dir / "config.pbtxt").read_text().replace('name: "router"', f'name: "{MODEL}"')
     (model_dir / "config.pbtxt").write_text(config)
-    grpc_client.load_model(MODEL)
-    yield model_dir
-    # Left loaded: in Triton 2.51 a model whose version changed keeps the *server* not-ready under strict readiness
-    # (the replaced version stays UNAVAILABLE), whatever happens next; model readiness stays right. See README.
+    grpc_port, http_port, metrics_port = free_ports(3)
+    server = LocalTritonServer(
+        ServerOptions(
+            model_repository=PROJECT / "model_repository", grpc_port=grpc_port, http_port=http_port,
+            metrics_port=metrics_port, log_file=work / "triton.log", model_control_mode="explicit",
+            load_models=["*"], extra_model_repositories=[extra],
+        )
+    )  # fmt: skip
+    server.start()
+    try:
+        yield server, model_dir
+    finally:
+        server.stop()
 
 
-def test_calibrated_policy_reloads_under_traffic_and_a_bad_one_is_refused(
-    triton_server: LocalTritonServer,
-    reloadable_router: Path,
-    grpc_client: grpcclient.InferenceServerClient,
-    tmp_path: Path,
-) -> None:
+def test_calibrated_policy_reloads_under_traffic_and_a_bad_one_is_refused(reload_server, tmp_path: Path) -> None:
+    triton_server, reloadable_router = reload_server
+    grpc_client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     assert _route(grpc_client)["policy_version"] == 1
     log = write_outcome_log(tmp_path / "outcomes.jsonl")
     proc = subprocess.run(
@@ -121,4 +129,3 @@ def test_calibrated_policy_reloads_under_traffic_and_a_bad_one_is_refused(
     assert _route(grpc_client)["policy_version"] == 2, "the old version must keep serving"
     assert grpc_client.is_model_ready(MODEL)
     shutil.rmtree(bad)
-

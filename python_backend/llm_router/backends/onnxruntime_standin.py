@@ -16,7 +16,13 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from llm_router.triton_utils import TRITON_TO_NUMPY, RequestError, error_response, model_parameter
+from llm_router.triton_utils import (
+    TRITON_TO_NUMPY,
+    RequestError,
+    error_response,
+    model_parameter,
+    shorten_gil_switch_interval,
+)
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,7 @@ class TensorSpec:
     def from_config(cls, entry: dict[str, Any]) -> TensorSpec:
         data_type = entry["data_type"]
         if data_type not in TRITON_TO_NUMPY:
-            raise ValueError(
-                f"tensor '{entry['name']}': data type {data_type} is not supported by the stand-in"
-            )
+            raise ValueError(f"tensor '{entry['name']}': data type {data_type} is not supported by the stand-in")
         dims = tuple(int(d) for d in entry.get("dims", []))
         if "reshape" in entry and entry["reshape"].get("shape") is not None:
             raise ValueError(f"tensor '{entry['name']}': reshape is not supported by the stand-in")
@@ -48,13 +52,9 @@ class TensorSpec:
         shape = array.shape[1:] if batched else array.shape
         if batched and array.ndim == 0:
             raise RequestError(f"input '{self.name}': missing the batch dimension")
-        if len(shape) != len(self.dims) or any(
-            d != -1 and d != s for d, s in zip(self.dims, shape, strict=False)
-        ):
+        if len(shape) != len(self.dims) or any(d != -1 and d != s for d, s in zip(self.dims, shape, strict=False)):
             full = ["-1", *map(str, self.dims)] if batched else list(map(str, self.dims))
-            raise RequestError(
-                f"input '{self.name}': expected shape [{', '.join(full)}], got {list(array.shape)}"
-            )
+            raise RequestError(f"input '{self.name}': expected shape [{', '.join(full)}], got {list(array.shape)}")
 
 
 def session_options(model_config: dict[str, Any]) -> ort.SessionOptions:
@@ -73,6 +73,7 @@ class TritonPythonModel:
     """Serves `<model>/<version>/model.onnx` with onnxruntime's CPU provider."""
 
     def initialize(self, args: dict[str, str]) -> None:
+        shorten_gil_switch_interval()
         self.model_config = json.loads(args["model_config"])
         self.max_batch_size = int(self.model_config.get("max_batch_size", 0))
         self.batched = self.max_batch_size > 0
@@ -93,9 +94,7 @@ class TritonPythonModel:
         session_outputs = {o.name for o in self.session.get_outputs()}
         for spec in self.inputs:
             if spec.name not in session_inputs:
-                raise ValueError(
-                    f"config input '{spec.name}' is not an input of {model_path.name}: {session_inputs}"
-                )
+                raise ValueError(f"config input '{spec.name}' is not an input of {model_path.name}: {session_inputs}")
         for spec in self.outputs:
             if spec.name not in session_outputs:
                 raise ValueError(
@@ -147,14 +146,11 @@ class TritonPythonModel:
                     sizes = [next(iter(feeds.values())).shape[0] for _, feeds in members]
                     bounds = np.cumsum([0, *sizes])
                     per_request = [
-                        {n: out[bounds[i] : bounds[i + 1]] for n, out in outputs.items()}
-                        for i in range(len(members))
+                        {n: out[bounds[i] : bounds[i + 1]] for n, out in outputs.items()} for i in range(len(members))
                     ]
                 for (index, _), outs in zip(members, per_request, strict=True):
                     tensors = [
-                        pb_utils.Tensor(
-                            spec.name, np.ascontiguousarray(outs[spec.name]).astype(spec.dtype, copy=False)
-                        )
+                        pb_utils.Tensor(spec.name, np.ascontiguousarray(outs[spec.name]).astype(spec.dtype, copy=False))
                         for spec in self.outputs
                     ]
                     responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)

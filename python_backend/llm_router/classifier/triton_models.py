@@ -15,7 +15,13 @@ import triton_python_backend_utils as pb_utils
 
 from llm_router.classifier import INTENTS, read_labels
 from llm_router.classifier.tokenization import IntentTokenizer
-from llm_router.triton_utils import RequestError, error_response, invalid_arg, model_parameter
+from llm_router.triton_utils import (
+    RequestError,
+    error_response,
+    invalid_arg,
+    model_parameter,
+    shorten_gil_switch_interval,
+)
 
 
 def decode_texts(request: Any, name: str = "text") -> list[str]:
@@ -45,6 +51,7 @@ class TokenizerModel:
     """Text -> input_ids/attention_mask INT64 [batch, bucket]; one tokenizer call for all requests."""
 
     def initialize(self, args: dict[str, Any]) -> None:
+        shorten_gil_switch_interval()
         config = json.loads(args["model_config"])
         tokenizer_file = model_parameter(config, "tokenizer_file")
         self.tokenizer = IntentTokenizer(Path(tokenizer_file) if tokenizer_file else None)
@@ -88,6 +95,7 @@ class PostprocessModel:
     """intent_probs [batch, 9] -> intent BYTES [batch, 1], labels from the model's labels file."""
 
     def initialize(self, args: dict[str, Any]) -> None:
+        shorten_gil_switch_interval()
         config = json.loads(args["model_config"])
         model_dir = Path(args["model_repository"])
         labels_file = model_parameter(config, "labels_file", "labels.txt")

@@ -49,6 +49,7 @@ from llm_router.triton_utils import (
     model_parameter,
     request_parameters,
     scalar_input,
+    shorten_gil_switch_interval,
     text_input,
 )
 
@@ -83,8 +84,7 @@ def parse_request(request: Any, policy: Policy) -> RouteRequest:
     text = text_input(request, "text_input")
     if len(text) > MAX_PROMPT_CHARS:
         raise RequestError(
-            f"text_input has {len(text)} characters; the router accepts at most {MAX_PROMPT_CHARS} "
-            "(shorten the prompt)"
+            f"text_input has {len(text)} characters; the router accepts at most {MAX_PROMPT_CHARS} (shorten the prompt)"
         )
     max_tokens = scalar_input(request, "max_tokens")
     if max_tokens is not None:
@@ -132,24 +132,19 @@ class _RouterModel:
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def initialize(self, args: dict[str, str]) -> None:
         faulthandler.enable(all_threads=True)  # a crash of this stub prints every thread's stack to Triton's log
+        shorten_gil_switch_interval()
         config = json.loads(args["model_config"])
         self.model_name = config["name"]
         self.policy_path = self._policy_path(config, Path(args["model_repository"]), args["model_version"])
-        self.policy = load_policy(
-            self.policy_path
-        )  # an invalid policy fails the load; the old version keeps serving
+        self.policy = load_policy(self.policy_path)  # an invalid policy fails the load; the old version keeps serving
         self.classifier_timeout_s = float(model_parameter(config, "classifier_timeout_s", "2.0"))
         self.metrics = RouterMetrics(self.model_name)
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name=f"{self.model_name}-loop", daemon=True
-        )
+        self._thread = threading.Thread(target=self.loop.run_forever, name=f"{self.model_name}-loop", daemon=True)
         self._thread.start()
         self._pending: set[Any] = set()
         self._pending_lock = threading.Lock()
-        pb_utils.Logger.log_info(
-            f"{self.model_name}: policy {self.policy_path} (tiers {self.policy.tier_names})"
-        )
+        pb_utils.Logger.log_info(f"{self.model_name}: policy {self.policy_path} (tiers {self.policy.tier_names})")
 
     @staticmethod
     def _policy_path(config: dict[str, Any], model_dir: Path, version: str) -> Path:
@@ -178,9 +173,7 @@ class _RouterModel:
             self._pending.discard(future)
 
     def finalize(self) -> None:
-        deadline = (
-            time.monotonic() + max(t.deadline_s for t in self.policy.tiers) + self.classifier_timeout_s + 5
-        )
+        deadline = time.monotonic() + max(t.deadline_s for t in self.policy.tiers) + self.classifier_timeout_s + 5
         while time.monotonic() < deadline:
             with self._pending_lock:
                 if not self._pending:
@@ -250,9 +243,7 @@ class _RouterModel:
                 outputs.append(None)
                 continue
             except TierCallError as exc:
-                attempts.append(
-                    Attempt(decision.tier, exc.status, error=exc.reason, latency_ms=_elapsed_ms(started))
-                )
+                attempts.append(Attempt(decision.tier, exc.status, error=exc.reason, latency_ms=_elapsed_ms(started)))
                 if exc.rejected_input:
                     rejected[decision.tier] = exc.reason
                 outputs.append(None)
@@ -334,9 +325,7 @@ class _RouterModel:
             deferred.append(self.metrics.failure)
             message = f"no tier could answer: {final.reason}"
             sender.send(
-                pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(message, pb_utils.TritonError.UNAVAILABLE)
-                ),
+                pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.UNAVAILABLE)),
                 flags=FINAL,
             )
             return
@@ -413,9 +402,7 @@ class StreamingRouterModel(_RouterModel):
         held_logprobs: list[float] = []
         # No hold-back when this tier cannot escalate anyway (its answer would be accepted at any confidence).
         cannot_escalate = (
-            decide(
-                policy, classification, [*attempts, Attempt(tier, "ok", confidence=-math.inf)], req.overrides
-            ).kind
+            decide(policy, classification, [*attempts, Attempt(tier, "ok", confidence=-math.inf)], req.overrides).kind
             is not DecisionKind.CALL
         )
         state: dict[str, Any] = {
@@ -428,9 +415,7 @@ class StreamingRouterModel(_RouterModel):
 
         def provisional_attempt() -> Attempt:
             confidence = compute_confidence(spec.confidence.function, held_logprobs, spec.confidence.params)
-            return Attempt(
-                tier, "ok", confidence=confidence, input_tokens=0, output_tokens=len(held_logprobs)
-            )
+            return Attempt(tier, "ok", confidence=confidence, input_tokens=0, output_tokens=len(held_logprobs))
 
         def commit_or_escalate() -> bool:
             """Score the held-back tokens: True to abandon this tier, False to stream on."""
@@ -446,9 +431,7 @@ class StreamingRouterModel(_RouterModel):
             if flush:
                 state["sent"] = True
                 sender.send(
-                    pb_utils.InferenceResponse(
-                        output_tensors=[_string("text_output", flush), _string("tier", tier)]
-                    )
+                    pb_utils.InferenceResponse(output_tensors=[_string("text_output", flush), _string("tier", tier)])
                 )
             return False
 
@@ -457,9 +440,7 @@ class StreamingRouterModel(_RouterModel):
                 if text:
                     state["sent"] = True
                     sender.send(
-                        pb_utils.InferenceResponse(
-                            output_tensors=[_string("text_output", text), _string("tier", tier)]
-                        )
+                        pb_utils.InferenceResponse(output_tensors=[_string("text_output", text), _string("tier", tier)])
                     )
                 return False
             held_text.append(text)
@@ -491,6 +472,4 @@ class StreamingRouterModel(_RouterModel):
         if state["held_confidence"] is not None:
             # the decision was made on the held-back tokens: record that confidence, so the trace agrees
             return output, state["held_confidence"]
-        return output, compute_confidence(
-            spec.confidence.function, output.token_logprobs, spec.confidence.params
-        )
+        return output, compute_confidence(spec.confidence.function, output.token_logprobs, spec.confidence.params)
