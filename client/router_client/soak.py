@@ -4,8 +4,9 @@
     python -m router_client.soak --url localhost:8001 --server-pid 1234   # a running server
 
 Sends `--requests` router requests (default 20,000) with `--concurrency` in flight (default 32) through
-tritonclient.grpc.aio, prompts cycled from `data/bench_prompts.jsonl`, after a warm-up on the longest prompts (so
-onnxruntime's memory arenas in the tiers have grown to their largest shapes). Every request must succeed. Reports
+tritonclient.grpc.aio, prompts cycled from `data/bench_prompts.jsonl`, after a warm-up that sends each tier batches
+of the longest prompts (onnxruntime's CPU arenas grow in steps to the largest shapes they see, which is not a leak)
+and then router requests on the longest prompts. Every request must succeed. Reports
 throughput and latency percentiles, and samples the resident memory (VmRSS from /proc) of tritonserver and of each
 Python stub, plus the /dev/shm regions of the server, before (after a warm-up), during and after the run.
 
@@ -188,6 +189,49 @@ class LoadResult:
     seconds: float = 0.0
 
 
+TIERS = ("tier_small", "tier_medium", "tier_large")
+
+
+def warm_tiers(url: str, prompts: Sequence[str], max_tokens: int, rounds: int = 3) -> list[str]:
+    """Batches of the longest prompts straight to each tier (as many at once as its max_batch_size), so that the
+    tiers' onnxruntime memory arenas reach their largest shapes before the `before` sample. Returns the tiers hit."""
+    import queue as queue_module
+
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    warmed = []
+    try:
+        for tier in TIERS:
+            if not client.is_model_ready(tier):
+                continue
+            batch = int(client.get_model_config(tier, as_json=True)["config"].get("max_batch_size", 1)) or 1
+            longest = sorted(prompts, key=len, reverse=True)[:batch]
+            for _ in range(rounds):
+                streams = []
+                # the first request (a prompt far above any context) keeps the tier busy tokenizing, so the next
+                # `batch` queue up and run as one batch
+                for text in ["\U0001f642" * 100_000, *longest]:
+                    stream = grpcclient.InferenceServerClient(url)
+                    answers: queue_module.Queue = queue_module.Queue()
+                    stream.start_stream(callback=lambda result=None, error=None, q=answers: q.put(error))
+                    text_in = grpcclient.InferInput("text_input", [1, 1], "BYTES")
+                    text_in.set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
+                    tokens = grpcclient.InferInput("max_tokens", [1, 1], "INT32")
+                    tokens.set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
+                    streams.append((stream, answers, [text_in, tokens]))
+                for stream, _, inputs in streams:
+                    stream.async_stream_infer(tier, inputs)
+                for stream, answers, _ in streams:
+                    answers.get(timeout=120)  # the one (final) response, or an error: either way the shapes ran
+                    stream.stop_stream()
+                    stream.close()
+            warmed.append(tier)
+    finally:
+        client.close()
+    return warmed
+
+
 def read_prompts(path: Path, limit: int | None = None) -> list[str]:
     prompts = [json.loads(line)["prompt"] for line in path.read_text().splitlines() if line.strip()]
     return prompts[:limit] if limit else prompts
@@ -328,7 +372,9 @@ def soak(args: argparse.Namespace, url: str, server_pid: int | None) -> int:
     progress = [0]
     print(f"soak: {args.requests} router requests at concurrency {args.concurrency}, max_tokens {args.max_tokens}, "
           f"{len(prompts)} prompts, server {url} (pid {server_pid})", flush=True)  # fmt: skip
-    # warm-up on the longest prompts at full concurrency: onnxruntime's arenas grow to their largest shapes first
+    # warm-up: the tiers' largest shapes first (onnxruntime's arenas grow in steps to their high-water mark), then
+    # router requests on the longest prompts at full concurrency
+    print(f"soak: tiers warmed with their largest batches: {warm_tiers(url, prompts, args.max_tokens)}", flush=True)
     longest = sorted(prompts, key=len, reverse=True)[: args.concurrency]
     warm = asyncio.run(run_load(url, longest, args.warmup, args.concurrency, args.max_tokens, [0], args.timeout))
     if warm.errors:
