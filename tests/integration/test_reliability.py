@@ -155,6 +155,16 @@ def metric(url: str, name: str, **labels: str) -> float:
     return total
 
 
+def metric_becomes(url: str, name: str, predicate: Callable[[float], bool], **labels: str) -> float:
+    """The metric's value once `predicate` holds (the router records metrics just after it answers), or the last."""
+    deadline = time.monotonic() + 10
+    value = metric(url, name, **labels)
+    while not predicate(value) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = metric(url, name, **labels)
+    return value
+
+
 def stats(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, int]:
     """(inference_count, execution_count) of a model."""
     entry = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
@@ -487,10 +497,15 @@ def test_failing_raising_and_hanging_tiers_under_concurrency(
         assert ("raised in execute()" if prompts[i].startswith("raise:") else "always fails") in error
         assert "too late" not in result["text"], "the late answer of tier_slow reached the client"
     n = len(prompts)
-    assert metric(url, "router_fallbacks_total", tier="tier_faulty", reason="error", **labels) == before["error"] + n
-    assert metric(url, "router_fallbacks_total", tier="tier_slow", reason="timeout", **labels) == before["timeout"] + n
-    assert metric(url, "router_requests_total", tier="tier_small", **labels) == before["answered"] + n - 1
-    assert metric(url, "router_failures_total", **labels) == before["failed"] + 1
+    expected = {
+        ("router_fallbacks_total", "tier_faulty", "error"): before["error"] + n,
+        ("router_fallbacks_total", "tier_slow", "timeout"): before["timeout"] + n,
+        ("router_requests_total", "tier_small", None): before["answered"] + n - 1,
+        ("router_failures_total", None, None): before["failed"] + 1,
+    }
+    for (name, tier, reason), want in expected.items():
+        extra = {k: v for k, v in (("tier", tier), ("reason", reason)) if v is not None}
+        assert metric_becomes(url, name, lambda v, w=want: v >= w, **extra, **labels) == want, (name, tier, reason)
     assert_healthy(grpc_client)
 
 
@@ -543,7 +558,8 @@ def test_tier_unloaded_while_traffic_runs(
     for status, message, _ in results:
         if status != "ok":
             assert status == "StatusCode.UNAVAILABLE" and "tier_medium" in message, (status, message)
-    assert metric(url, "router_fallbacks_total", model="router", tier="tier_medium") > fallbacks_before
+    assert metric_becomes(url, "router_fallbacks_total", lambda v: v > fallbacks_before, model="router",
+                          tier="tier_medium") > fallbacks_before  # fmt: skip
     assert grpc_client.is_model_ready("tier_medium")
     assert wait_for(grpc_client.is_server_ready, 30), "the server did not become ready again"
     assert route(grpc_client, PROMPT, force_tier="tier_medium")["tier"] == "tier_medium"
@@ -568,7 +584,8 @@ def test_classifier_unavailable_routes_by_default(
         assert trace["attempts"][0]["tier"] == POLICY.default_start_tier
         assert "classifier unavailable" in trace["attempts"][0]["called_because"]
         assert answer["tier"] == POLICY.default_start_tier and answer["text"]
-        assert metric(url, "router_requests_total", model="router", intent="unclassified") == unclassified + 1
+        assert metric_becomes(url, "router_requests_total", lambda v: v > unclassified, model="router",
+                              intent="unclassified") == unclassified + 1  # fmt: skip
     finally:
         if was_loaded:
             grpc_client.load_model(CLASSIFIER)
@@ -694,7 +711,9 @@ def test_killed_tier_stub_router_falls_back_and_the_watchdog_restarts_it(spare_s
     first = answer["route"]["attempts"][0]
     if first["outcome"] == "error":  # the watchdog may already have restarted tier_small; if not, fallback
         assert "is not healthy" in first["error"] and answer["tier"] == "tier_medium"
-        assert metric(url, "router_fallbacks_total", model="router", tier="tier_small", reason="error") > fallbacks
+        after = metric_becomes(url, "router_fallbacks_total", lambda v: v > fallbacks, model="router",
+                               tier="tier_small", reason="error")  # fmt: skip
+        assert after > fallbacks
     assert wait_for(lambda: _restarted(spare_server, client, "tier_small", old), 30), "tier_small was not restarted"
     assert route(client, PROMPT, force_tier="tier_small")["tier"] == "tier_small"
     log = spare_server.log_path.read_text()
