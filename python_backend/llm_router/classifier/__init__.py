@@ -8,18 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The taxonomy, in the order of the classifier's `intent_probs` output.
-INTENTS: tuple[str, ...] = (
-    "summarization",
-    "extraction",
-    "classification",
-    "factual_qa",
-    "rewriting",
-    "creative_writing",
-    "coding",
-    "reasoning",
-    "planning",
-)
+from llm_router.core.policy import INTENTS  # the taxonomy, in the order of `intent_probs`  # noqa: F401
 
 
 def read_labels(path: Path) -> list[str]:
