@@ -31,6 +31,7 @@ demo: models
 
 test: models
 	$(VENV)/bin/ruff check python_backend client export tests model_repository
+	$(VENV)/bin/ruff format --check python_backend client export tests model_repository
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 serve: models

@@ -1,7 +1,9 @@
 """Routing overhead: perf_analyzer on `router` (max_tier=tier_small) and directly on `tier_small`, in one run.
 
 Same prompts, same max_tokens. The router request carries `max_tier=tier_small`, so it classifies and routes but
-cannot escalate; overhead = router p50 - direct p50 at the same concurrency.
+cannot escalate; overhead = router p50 - direct p50 at the same concurrency. With the server on this host it also
+prints the server's CPU milliseconds per request by process (tritonserver and each model's stubs): on a CPU-bound
+host the routed path's extra CPU per request, times concurrency over cores, is what the overhead grows to.
 
     .venv/bin/python -m router_client.bench_router [--url HOST:PORT] [--concurrency 1 8 16]
 """
@@ -11,11 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
+from llm_router.procfs import pid_listening_on
 from llm_router.serve import LocalTritonServer, ServerOptions, free_ports
 
-from router_client.perf import TABLE_HEADER, PerfPoint, run_perf_analyzer
+from router_client.perf import TABLE_HEADER, CpuMeter, PerfPoint, run_perf_analyzer
 
 PROMPTS = Path(__file__).parent / "data" / "bench_prompts.jsonl"
 
@@ -27,18 +31,29 @@ def write_input_data(path: Path, prompts: list[str], max_tokens: int) -> Path:
     return path
 
 
-def measure(url: str, prompts: list[str], max_tokens: int, concurrency: list[int], measurement_ms: int) -> str:
+def measure(
+    url: str,
+    prompts: list[str],
+    max_tokens: int,
+    concurrency: list[int],
+    measurement_ms: int,
+    server_pid: int | None = None,
+) -> str:
     rows: list[tuple[PerfPoint, PerfPoint]] = []
+    meter = CpuMeter(url, server_pid) if server_pid else None
     with tempfile.TemporaryDirectory() as tmp:
         data = write_input_data(Path(tmp) / "inputs.json", prompts, max_tokens)
         for level in concurrency:  # interleaved per level, so both see the same machine state
-            direct = run_perf_analyzer(
-                "tier_small", url, concurrency=[level], input_data=data, streaming=True, measurement_ms=measurement_ms
-            )[0]
-            routed = run_perf_analyzer(
-                "router", url, concurrency=[level], input_data=data, measurement_ms=measurement_ms,
-                extra_args=["--request-parameter", "max_tier:tier_small:string"],
-            )[0]  # fmt: skip
+            with meter.span("tier_small", f"tier_small c={level}") if meter else nullcontext():
+                direct = run_perf_analyzer(
+                    "tier_small", url, concurrency=[level], input_data=data, streaming=True,
+                    measurement_ms=measurement_ms,
+                )[0]  # fmt: skip
+            with meter.span("router", f"router c={level}") if meter else nullcontext():
+                routed = run_perf_analyzer(
+                    "router", url, concurrency=[level], input_data=data, measurement_ms=measurement_ms,
+                    extra_args=["--request-parameter", "max_tier:tier_small:string"],
+                )[0]  # fmt: skip
             rows.append((direct, routed))
     lines = [TABLE_HEADER]
     for direct, routed in rows:
@@ -52,6 +67,8 @@ def measure(url: str, prompts: list[str], max_tokens: int, concurrency: list[int
             f"{direct.concurrency:>11g} {direct.p50_ms:>11.2f} {routed.p50_ms:>11.2f} "
             f"{routed.p50_ms - direct.p50_ms:>16.2f} {routed.p99_ms - direct.p99_ms:>16.2f}"
         )
+    if meter is not None:
+        lines += ["", meter.table()]
     return "\n".join(lines)
 
 
@@ -67,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in PROMPTS.read_text().splitlines() if line.strip()]
     prompts = [r["prompt"].encode()[:400].decode(errors="ignore") for r in rows[: args.prompts]]
     if args.url:
-        print(measure(args.url, prompts, args.max_tokens, args.concurrency, args.measurement_ms))
+        port = int(args.url.rsplit(":", 1)[1])
+        pid = pid_listening_on(port)  # a server on this host: CPU per request is measured too
+        print(measure(args.url, prompts, args.max_tokens, args.concurrency, args.measurement_ms, pid))
         return 0
     grpc_port, http_port, metrics_port = free_ports(3)
     options = ServerOptions(
@@ -75,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     with LocalTritonServer(options) as server:
         print(f"server ready in {server.startup_seconds:.1f}s; {len(prompts)} prompts, max_tokens={args.max_tokens}")
-        print(measure(server.grpc_url, prompts, args.max_tokens, args.concurrency, args.measurement_ms))
+        server_pid = server.process.pid if server.process else None
+        print(measure(server.grpc_url, prompts, args.max_tokens, args.concurrency, args.measurement_ms, server_pid))
     return 0
 
 

@@ -458,9 +458,7 @@ def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_k
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def direct_tier_completion(
-        body: ChatCompletionRequest, prompt: str, completion_id: str, created: int
-    ) -> Any:
+    async def direct_tier_completion(body: ChatCompletionRequest, prompt: str, completion_id: str, created: int) -> Any:
         """`logprobs: true` with a tier as the model: call the tier itself (see the module docstring)."""
         tier = body.model
         max_tokens = body.max_completion_tokens or body.max_tokens or DIRECT_TIER_MAX_TOKENS

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,3 +137,53 @@ def run_perf_analyzer(
                 with open(csv_out, "a") as out:
                     out.write(report.read_text())
     return points
+
+
+class CpuMeter:
+    """CPU milliseconds the server's processes spend per successful request of one model, over a measured span.
+
+    `with meter.span(model, label): <drive load>` reads each process's CPU time (/proc) and the model's success count
+    (Triton statistics) before and after; `meter.per_request[label]` maps a process group (`tritonserver`, or a
+    stub's model name, its instances summed) to CPU ms per request. Needs the server on this host (its pid).
+    """
+
+    def __init__(self, url: str, server_pid: int) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.client = grpcclient.InferenceServerClient(url)
+        self.server_pid = server_pid
+        self.per_request: dict[str, dict[str, float]] = {}
+
+    def _success_count(self, model: str) -> int:
+        stats = self.client.get_inference_statistics(model_name=model, as_json=True)
+        return sum(int(m["inference_stats"]["success"].get("count", 0)) for m in stats.get("model_stats", []))
+
+    def _cpu_by_group(self) -> dict[str, float]:
+        from llm_router.procfs import cpu_seconds, server_processes
+
+        groups: dict[str, float] = {}
+        for name, seconds in cpu_seconds(server_processes(self.server_pid)).items():
+            group = re.sub(r"^stub:(.+)_\d+_\d+$", r"\1", name)
+            groups[group] = groups.get(group, 0.0) + seconds
+        return groups
+
+    @contextlib.contextmanager
+    def span(self, model: str, label: str | None = None) -> Iterator[None]:
+        """Measure `model`'s requests while the body runs; the row is stored under `label` (default: model)."""
+        count, cpu = self._success_count(model), self._cpu_by_group()
+        yield
+        requests = self._success_count(model) - count
+        after = self._cpu_by_group()
+        if requests > 0:
+            self.per_request[label or model] = {
+                group: (after[group] - cpu.get(group, 0.0)) * 1000 / requests for group in after
+            }
+
+    def table(self) -> str:
+        """One row per model, one column per process group, plus the total."""
+        groups = sorted({g for row in self.per_request.values() for g in row if row[g] >= 0.05})
+        lines = [f"{'CPU ms per request':<24} " + " ".join(f"{g:>19}" for g in groups) + f" {'total':>8}"]
+        for model, row in self.per_request.items():
+            cells = " ".join(f"{row.get(g, 0.0):>19.2f}" for g in groups)
+            lines.append(f"{model:<24} {cells} {sum(row.values()):>8.2f}")
+        return "\n".join(lines)

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from llm_router.procfs import cmdline, pid_listening_on, rss_bytes, server_processes
 
 DATA = Path(__file__).parent / "data"
 DEFAULT_PROMPTS = DATA / "bench_prompts.jsonl"
@@ -46,50 +47,13 @@ MIB = 1024 * 1024
 
 
 # -- /proc sampling -------------------------------------------------------------------------------------------------
-def rss_bytes(pid: int) -> int | None:
-    """VmRSS of a live process, or None."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return 0  # a zombie has no VmRSS line
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                kids.append(int(entry.name))
-    return kids
-
-
-def process_names(server_pid: int) -> dict[int, str]:
-    """tritonserver and its stub processes: pid -> a readable name (`tritonserver`, `stub:<instance>`)."""
-    names = {server_pid: "tritonserver"}
-    for pid in _children(server_pid):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        label = argv[8].decode(errors="replace") if len(argv) > 8 else argv[0].decode(errors="replace")
-        names[pid] = f"stub:{label}"
-    return names
+# rss_bytes, process_names and pid_listening_on are the shared /proc readers of llm_router.procfs (re-exported here)
+process_names = server_processes  # tritonserver and its stub processes: pid -> `tritonserver` / `stub:<instance>`
 
 
 def shm_prefix(server_pid: int) -> str:
     """The Python backend's shm region prefix from tritonserver's command line."""
-    try:
-        argv = Path(f"/proc/{server_pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return DEFAULT_SHM_PREFIX
-    for arg in argv:
+    for arg in cmdline(server_pid):
         match = re.search(r"shm-region-prefix-name=([^,\s]+)", arg)
         if match:
             return match.group(1)
@@ -103,26 +67,6 @@ def shm_bytes(prefix: str) -> int:
         with contextlib.suppress(OSError):
             total += path.stat().st_blocks * 512
     return total
-
-
-def pid_listening_on(port: int) -> int | None:
-    """The pid owning the LISTEN socket of a TCP port (to find a server given only its URL)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-                    inodes.add(fields[9])
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in (entry / "fd").iterdir():
-                link = str(fd.readlink())
-                if link.startswith("socket:[") and link[8:-1] in inodes:
-                    return int(entry.name)
-    return None
 
 
 @dataclass

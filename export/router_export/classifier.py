@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from llm_router.classifier import INTENTS
+from llm_router.classifier import INTENTS, read_labels
 from llm_router.classifier.tokenization import HEAD_TOKENS, MAX_TOKENS, IntentTokenizer, encoder_dir
 
 from router_export import intent_data
@@ -39,6 +39,7 @@ HELDOUT_SAMPLE = Path(__file__).resolve().parent / "data" / "heldout_sample.json
 ARTIFACTS = PROJECT_ROOT / "artifacts" / "classifier"
 ENCODER_MODEL = "intent_encoder"
 ENCODER_INT8_MODEL = "intent_encoder_int8"
+LABELS_FILE = "labels.txt"  # in each encoder model's folder; one label per line, in intent_probs order
 OPSET = 17
 EMBED_DIM = 384  # one layer's pooled embedding
 # The heads read the mean-pooled, L2-normalised outputs of encoder layers 3 and 2, concatenated; layers 4-6 are
@@ -48,7 +49,7 @@ EMBED_DIM = 384  # one layer's pooled embedding
 ENCODER_LAYERS = 3
 FEATURE_LAYERS: tuple[int, ...] = (3, 2)
 DIFFICULTY_LAYERS: tuple[int, ...] = FEATURE_LAYERS
-BUILD_VERSION = "3"  # bump when the graph changes so `build` re-exports
+BUILD_VERSION = "4"  # bump when the graph changes so `build` re-exports
 PER_CLASS = 1000  # training rows per intent (held-out: a third of that)
 
 
@@ -468,14 +469,38 @@ def onnx_stamp(path: Path) -> str | None:
     return next((p.value for p in model.metadata_props if p.key == "router_build_stamp"), None)
 
 
-def set_stamp(path: Path, stamp: str) -> None:
+def finish_graph(path: Path, stamp: str, labels: Sequence[str]) -> None:
+    """Add the `intent` label output (ArgMax + ai.onnx.ml LabelEncoder over `labels`) and the build stamp.
+
+    The label lookup runs inside the graph, so Triton serves text -> label with no post-processing model.
+    """
     import onnx
+    from onnx import TensorProto, helper
 
     model = onnx.load(str(path))
+    model.graph.node.extend(
+        [
+            helper.make_node("ArgMax", ["intent_probs"], ["intent_index"], axis=1, keepdims=1, name="intent_argmax"),
+            helper.make_node(
+                "LabelEncoder",
+                ["intent_index"],
+                ["intent"],
+                domain="ai.onnx.ml",
+                name="intent_label",
+                keys_int64s=list(range(len(labels))),
+                values_strings=list(labels),
+                default_string="",
+            ),
+        ]
+    )
+    model.graph.output.append(helper.make_tensor_value_info("intent", TensorProto.STRING, ["batch", 1]))
+    if not any(op.domain == "ai.onnx.ml" for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 2))
     del model.metadata_props[:]
-    for key, value in (("router_build_stamp", stamp), ("labels", ",".join(INTENTS))):
+    for key, value in (("router_build_stamp", stamp), ("labels", ",".join(labels))):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
 
@@ -514,8 +539,8 @@ def quantize_int8(source: Path, target: Path) -> None:
 def build_for_repository(repo: Path, force: bool = False) -> None:
     """Write <repo>/intent_encoder/1/model.onnx (FP32) and <repo>/intent_encoder_int8/1/model.onnx (INT8).
 
-    Built from the package's encoder and the committed heads (no ../shared); skipped when both files carry the
-    current build stamp.
+    Built from the package's encoder and the committed heads (no ../shared); the `intent` output's labels come from
+    each model's labels file (checked against the heads' taxonomy). Skipped when both files carry the current stamp.
     """
     repo = Path(repo)
     fp32 = repo / ENCODER_MODEL / "1" / "model.onnx"
@@ -527,14 +552,19 @@ def build_for_repository(repo: Path, force: bool = False) -> None:
     heads = Heads.load()
     if heads.labels != INTENTS:
         raise ValueError(f"{WEIGHTS} was trained for labels {heads.labels}, expected {INTENTS}")
+    labels = {}
+    for path in (fp32, int8):
+        labels_file = path.parent.parent / LABELS_FILE
+        labels[path] = tuple(read_labels(labels_file))
+        if labels[path] != heads.labels:
+            raise ValueError(f"{labels_file} lists {labels[path]}, the heads were trained for {heads.labels}")
     tmp = fp32.with_suffix(".tmp.onnx")
-    export_onnx(tmp, heads)
-    set_stamp(tmp, stamp)
-    tmp.replace(fp32)
     tmp8 = int8.with_suffix(".tmp.onnx")
-    quantize_int8(fp32, tmp8)
-    set_stamp(tmp8, stamp)
-    tmp8.replace(int8)
+    export_onnx(tmp, heads)
+    quantize_int8(tmp, tmp8)
+    for built, target in ((tmp, fp32), (tmp8, int8)):
+        finish_graph(built, stamp, labels[target])
+        built.replace(target)
     print(f"wrote {fp32} and {int8} ({stamp})")
 
 
@@ -552,7 +582,9 @@ def onnx_predict(model_path: Path, texts: Sequence[str], batch_size: int = 32) -
     for start in tqdm(range(0, len(order), batch_size), desc=f"onnx {model_path.parent.parent.name}", file=sys.stderr):
         rows = order[start : start + batch_size]
         batch = tokenizer.pad([ids[i] for i in rows])
-        p, d = session.run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+        p, d = session.run(
+            ["intent_probs", "difficulty"], {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        )
         probs[rows], difficulty[rows] = p, d
     return probs, difficulty
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_router import backends as _backends
+from llm_router import procfs
 from llm_router.watchdog import StubWatchdog
 
 LOG_TAIL_LINES = 40
@@ -65,6 +66,10 @@ class ServerOptions:
     # dead Python stubs (Triton 2.51 neither restarts nor reports them): auto = restart in explicit model control,
     # exit otherwise (see llm_router.watchdog)
     stub_watchdog: str = "auto"
+    # an installed Triton (e.g. /opt/tritonserver in the NGC image): its bin/tritonserver and backends/ are used as
+    # they are, real onnxruntime backend included; default: the nvidia-pytriton wheel + the CPU stand-in
+    triton_home: Path | None = None
+    extra_args: list[str] = field(default_factory=list)  # passed to tritonserver as they are
 
 
 @dataclass(frozen=True)
@@ -75,14 +80,13 @@ class TritonInstall:
     libs: Path
     python_backend: Path
     stub: Path
+    backends: Path | None = None  # a complete backend directory to use as it is (an installed Triton)
 
     @classmethod
     def find(cls) -> TritonInstall:
         spec = importlib.util.find_spec("pytriton")
         if spec is None or not spec.submodule_search_locations:
-            raise ServeError(
-                "nvidia-pytriton is not installed; run `make setup` (it ships the tritonserver binary)"
-            )
+            raise ServeError("nvidia-pytriton is not installed; run `make setup` (it ships the tritonserver binary)")
         root = Path(list(spec.submodule_search_locations)[0])
         server_dir = root / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -98,9 +102,23 @@ class TritonInstall:
             (f"Python {version} backend stub", install.stub),
         ):
             if not path.exists():
-                raise ServeError(
-                    f"{what} not found at {path}; reinstall nvidia-pytriton==0.7.0 (`make setup`)"
-                )
+                raise ServeError(f"{what} not found at {path}; reinstall nvidia-pytriton==0.7.0 (`make setup`)")
+        return install
+
+    @classmethod
+    def at_home(cls, home: Path) -> TritonInstall:
+        """An installed Triton (NGC image: /opt/tritonserver) with its own backends."""
+        home = Path(home)
+        install = cls(
+            binary=home / "bin" / "tritonserver",
+            libs=home / "lib",
+            python_backend=home / "backends" / "python",
+            stub=home / "backends" / "python" / "triton_python_backend_stub",
+            backends=home / "backends",
+        )
+        for what, path in (("tritonserver binary", install.binary), ("Python backend", install.python_backend)):
+            if not path.exists():
+                raise ServeError(f"{what} not found at {path} (--triton-home {home})")
         return install
 
 
@@ -167,7 +185,7 @@ class LocalTritonServer:
 
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
-        self.install = TritonInstall.find()
+        self.install = TritonInstall.at_home(options.triton_home) if options.triton_home else TritonInstall.find()
         self.shm_prefix = f"llmrouter_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         self.process: subprocess.Popen[bytes] | None = None
         self._run_dir: Path | None = None
@@ -222,6 +240,7 @@ class LocalTritonServer:
             if not any(item.startswith(f"python,{key}=") for item in opts.backend_config):
                 cmd.append(f"--backend-config=python,{key}={value}")
         cmd += [f"--backend-config={item}" for item in opts.backend_config]
+        cmd += opts.extra_args
         return cmd
 
     def environment(self) -> dict[str, str]:
@@ -253,12 +272,10 @@ class LocalTritonServer:
         if not repo.is_dir():
             raise ServeError(f"model repository {repo} does not exist; build it with `make models`")
         if opts.model_control_mode not in ("none", "explicit", "poll"):
-            raise ServeError(
-                f"--model-control-mode must be none, explicit or poll, not {opts.model_control_mode!r}"
-            )
+            raise ServeError(f"--model-control-mode must be none, explicit or poll, not {opts.model_control_mode!r}")
         self.check_ports()
         self._run_dir = Path(tempfile.mkdtemp(prefix="llm-router-serve-"))
-        backend_dir = assemble_backend_dir(self.install, self._run_dir / "backends")
+        backend_dir = self.install.backends or assemble_backend_dir(self.install, self._run_dir / "backends")
         if opts.extra_model_repositories:
             repo = merged_model_repository(repo, opts.extra_model_repositories, self._run_dir / "models")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -345,19 +362,7 @@ class LocalTritonServer:
         """PIDs still alive in the server's process group (tritonserver and its Python stubs)."""
         if self.process is None:
             return []
-        pgid = self.process.pid
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                pids.append(int(entry.name))
-        return pids
+        return procfs.group_members(self.process.pid)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL to the whole group after the grace period; remove our shm regions."""
@@ -372,8 +377,7 @@ class LocalTritonServer:
                 proc.wait(timeout=self.options.stop_grace_s)
             except subprocess.TimeoutExpired:
                 print(
-                    f"router-serve: tritonserver did not stop within {self.options.stop_grace_s:.0f}s; "
-                    "sending SIGKILL",
+                    f"router-serve: tritonserver did not stop within {self.options.stop_grace_s:.0f}s; sending SIGKILL",
                     file=sys.stderr,
                 )
         if proc is not None:
@@ -426,13 +430,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument(
-        "--log-file", type=Path, default=None, help="write Triton's log here (default: a temp file)"
-    )
+    parser.add_argument("--log-file", type=Path, default=None, help="write Triton's log here (default: a temp file)")
     parser.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none")
-    parser.add_argument(
-        "--load-model", action="append", default=[], help="with explicit mode: model to load ('*')"
-    )
+    parser.add_argument("--load-model", action="append", default=[], help="with explicit mode: model to load ('*')")
     parser.add_argument(
         "--backend-config",
         action="append",
@@ -450,6 +450,20 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         "explicit mode, exit otherwise",
     )
     parser.add_argument("--quiet", action="store_true", help="do not echo Triton's log to the console")
+    parser.add_argument(
+        "--triton-home",
+        type=Path,
+        default=None,
+        help="an installed Triton (e.g. /opt/tritonserver in the NGC image) with its own backends; default: the "
+        "nvidia-pytriton wheel's server and the CPU onnxruntime stand-in",
+    )
+    parser.add_argument(
+        "--triton-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="passed to tritonserver as it is, e.g. --triton-arg=--strict-readiness=true (repeatable)",
+    )
     args = parser.parse_args(argv)
     return ServerOptions(
         model_repository=args.model_repository,
@@ -466,6 +480,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         log_verbose=args.log_verbose,
         echo_log=not args.quiet,
         stub_watchdog=args.on_stub_exit,
+        triton_home=args.triton_home,
+        extra_args=args.triton_arg,
     )
 
 

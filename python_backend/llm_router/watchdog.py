@@ -14,8 +14,8 @@ So the project watches the stubs itself:
   load again any model that was READY before and is not after (an ensemble whose step was reloaded). Action `exit`:
   stop tritonserver, so `router-serve` exits 1 and a supervisor restarts it. Every detection is logged.
 - `python -m llm_router.watchdog check --url http://localhost:8000` is a one-shot health check for deployments that
-  run tritonserver directly (docker HEALTHCHECK, Kubernetes probe): exit 0 when the server is ready and every READY
-  Python-backend model has all its stub processes, 1 otherwise.
+  run tritonserver directly (docker HEALTHCHECK, Kubernetes probe): exit 0 when the server (or, with `--models`,
+  each named model) is ready and every READY Python-backend model has all its stub processes, 1 otherwise.
 
 Linux only (reads /proc). No Triton imports: it runs next to the server, not inside it.
 """
@@ -31,9 +31,10 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+
+from llm_router import procfs
 
 STUB_BINARY = "triton_python_backend_stub"
 ACTIONS = ("restart", "exit", "off")
@@ -47,14 +48,6 @@ class StubProcess:
     pid: int
     instance: str
     model: str
-
-
-def _stat_fields(pid: int | str) -> list[str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()  # fields from `state` on; the command name may contain spaces
 
 
 def parse_stub_cmdline(argv: list[str]) -> tuple[str, str] | None:
@@ -73,36 +66,16 @@ def parse_stub_cmdline(argv: list[str]) -> tuple[str, str] | None:
 def live_stubs(server_pid: int) -> list[StubProcess]:
     """The live (not zombie) stub processes whose parent is `server_pid`."""
     stubs = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(entry.name)
-        if fields is None or fields[0] == "Z" or int(fields[1]) != server_pid:
-            continue
-        try:
-            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
-        except OSError:
-            continue
-        parsed = parse_stub_cmdline(argv)
+    for pid in procfs.children(server_pid):
+        parsed = parse_stub_cmdline(procfs.cmdline(pid))  # [] when it is gone meanwhile: not a stub
         if parsed is not None:
-            stubs.append(StubProcess(int(entry.name), parsed[0], parsed[1]))
+            stubs.append(StubProcess(pid, parsed[0], parsed[1]))
     return stubs
 
 
 def find_server_pids(name: str = "tritonserver") -> list[int]:
     """PIDs of live processes whose command name is `name`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-        except OSError:
-            continue
-        fields = _stat_fields(entry.name)
-        if comm == name and fields is not None and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
+    return [s.pid for s in procfs.all_stats() if not s.zombie and procfs.command_name(s.pid) == name]
 
 
 class TritonHTTP:
@@ -124,6 +97,12 @@ class TritonHTTP:
     def ready(self) -> bool:
         try:
             return self._call("GET", "/v2/health/ready")[0] == 200
+        except OSError:
+            return False
+
+    def model_ready(self, model: str) -> bool:
+        try:
+            return self._call("GET", f"/v2/models/{model}/ready")[0] == 200
         except OSError:
             return False
 
@@ -162,10 +141,18 @@ def expected_instances(config: dict) -> int:
     return total
 
 
-def check(url: str, server_pid: int | None = None) -> list[str]:
-    """Problems found (empty when healthy): server not ready, or a READY Python model lacking stub processes."""
+def check(url: str, server_pid: int | None = None, models: Sequence[str] = ()) -> list[str]:
+    """Problems found (empty when healthy): server not ready, or a READY Python model lacking stub processes.
+
+    With `models`, each of them must be ready instead of the server: Triton 2.51 keeps /v2/health/ready false for
+    good after any model version change (e.g. a policy reload of `router`), although every model keeps serving.
+    """
     api = TritonHTTP(url)
-    if not api.ready():
+    if models:
+        not_ready = [m for m in models if not api.model_ready(m)]
+        if not_ready:
+            return [f"model(s) not ready: {', '.join(not_ready)}"]
+    elif not api.ready():
         return [f"{api.url}/v2/health/ready is not 200"]
     pids = [server_pid] if server_pid else find_server_pids()
     if len(pids) != 1:
@@ -307,12 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     for cmd in (check_cmd, watch_cmd):
         cmd.add_argument("--url", default="http://localhost:8000", help="Triton's HTTP endpoint")
         cmd.add_argument("--server-pid", type=int, default=None, help="default: the only `tritonserver` process")
+    check_cmd.add_argument(
+        "--models", nargs="+", default=[], help="require these models' readiness instead of the server's"
+    )
     watch_cmd.add_argument("--action", choices=ACTIONS, default="restart")
     watch_cmd.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args(argv)
     if args.command == "check":
         try:
-            problems = check(args.url, args.server_pid)
+            problems = check(args.url, args.server_pid, args.models)
         except OSError as exc:
             problems = [f"cannot query {args.url}: {exc}"]
         for problem in problems:

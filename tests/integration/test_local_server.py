@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 from helpers import IN_FEATURES, SMOKE_MODEL, dense_onnx_model
+from llm_router import procfs
 from llm_router.serve import LocalTritonServer, free_ports, port_is_free
 from tritonclient.utils import InferenceServerException
 
@@ -114,29 +115,11 @@ def test_router_serve_refuses_a_busy_port(triton_server: LocalTritonServer, tmp_
 
 
 def _group_alive(pgid: int) -> list[int]:
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                alive.append(int(entry.name))
-    return alive
+    return procfs.group_members(pgid)
 
 
 def _child_pids(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry.name))
-    return children
+    return procfs.children(pid, include_zombies=True)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
@@ -190,3 +173,40 @@ def test_stop_escalates_to_sigkill_when_triton_ignores_sigterm(tmp_path: Path) -
     assert time.monotonic() - started < 15
     assert _group_alive(pgid) == []
     assert not list(Path("/dev/shm").glob(f"{server.shm_prefix}*"))
+
+
+def test_router_serve_runs_an_installed_triton_with_its_own_backends(tmp_path: Path) -> None:
+    """--triton-home (the GPU image's /opt/tritonserver): its bin/tritonserver and backends/ are used as they are,
+    extra tritonserver flags pass through, and the shm sizes are still set. The "installed Triton" here is a
+    home laid out like NGC's, built from the wheel's server and a prepared backend directory."""
+    from helpers import write_smoke_repository
+    from llm_router.serve import ServerOptions, TritonInstall, assemble_backend_dir
+
+    wheel = TritonInstall.find()
+    home = tmp_path / "tritonserver"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "tritonserver").symlink_to(wheel.binary)
+    (home / "lib").symlink_to(wheel.libs, target_is_directory=True)
+    assemble_backend_dir(wheel, home / "backends")
+    repo = write_smoke_repository(tmp_path / "repo")
+    grpc_port, http_port, metrics_port = free_ports(3)
+    options = ServerOptions(
+        model_repository=repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
+        log_file=tmp_path / "triton.log", triton_home=home, extra_args=["--strict-readiness=true"],
+    )  # fmt: skip
+    with LocalTritonServer(options) as server:
+        argv = procfs.cmdline(server.process.pid)
+        assert argv[0] == str(home / "bin" / "tritonserver")
+        assert f"--backend-directory={home / 'backends'}" in argv
+        assert "--strict-readiness=true" in argv
+        assert any(a.startswith("--backend-config=python,shm-default-byte-size=") for a in argv)
+        x = np.ones((1, IN_FEATURES), dtype=np.float32)
+        assert _infer(server.grpc_url, x).shape[0] == 1
+    assert (home / "backends" / "onnxruntime" / "model.py").exists(), "the home's backends are used, not copied"
+
+
+def test_triton_home_without_a_server_is_a_clear_error(tmp_path: Path) -> None:
+    from llm_router.serve import ServeError, ServerOptions
+
+    with pytest.raises(ServeError, match="tritonserver binary not found at .*--triton-home"):
+        LocalTritonServer(ServerOptions(triton_home=tmp_path))

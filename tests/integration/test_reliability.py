@@ -459,7 +459,6 @@ def test_fuzz_text_input(
 
 
 # -- faults -------------------------------------------------------------------------------------------------------
-@pytest.mark.slow  # flaky: a raising decoupled execute() batched with other requests was once seen as 'ok'
 def test_failing_raising_and_hanging_tiers_under_concurrency(
     triton_server: LocalTritonServer, grpc_client: grpcclient.InferenceServerClient
 ) -> None:
@@ -495,7 +494,12 @@ def test_failing_raising_and_hanging_tiers_under_concurrency(
         attempts = [(a["tier"], a["outcome"]) for a in result["route"]["attempts"]]
         assert attempts == [("tier_faulty", "error"), ("tier_slow", "timeout"), ("tier_small", "ok")]
         error = result["route"]["attempts"][0]["error"]
-        assert ("raised in execute()" if prompts[i].startswith("raise:") else "always fails") in error
+        if prompts[i].startswith("raise:"):
+            # Triton 24.10 usually relays the exception; once in a while the stream closes with a bare FINAL flag,
+            # which the router records as a failure too (never as an empty "ok" answer)
+            assert "raised in execute()" in error or "closed its response stream without an answer" in error, error
+        else:
+            assert "always fails" in error, error
         assert "too late" not in result["text"], "the late answer of tier_slow reached the client"
     n = len(prompts)
     expected = {
@@ -706,6 +710,9 @@ def test_killed_tier_stub_router_falls_back_and_the_watchdog_restarts_it(spare_s
     # Triton 2.51 itself keeps saying ready; the project's check sees the dead stub at once
     problems = check(spare_server.http_url, spare_server.process.pid)
     assert problems and "tier_small" in problems[0], problems
+    # the compose healthcheck's form: named models' readiness instead of the server's, plus the stubs
+    problems = check(spare_server.http_url, spare_server.process.pid, models=["router", "tier_small"])
+    assert problems and "tier_small" in problems[0], problems
     started = time.monotonic()
     answer = route(client, PROMPT, min_tier="tier_small", max_tier="tier_medium", confidence_threshold=ALWAYS_CONFIDENT)
     assert time.monotonic() - started < 10
@@ -716,6 +723,10 @@ def test_killed_tier_stub_router_falls_back_and_the_watchdog_restarts_it(spare_s
                                tier="tier_small", reason="error")  # fmt: skip
         assert after > fallbacks
     assert wait_for(lambda: _restarted(spare_server, client, "tier_small", old), 30), "tier_small was not restarted"
+    assert check(spare_server.http_url, spare_server.process.pid, models=["router", "tier_small"]) == []
+    assert check(spare_server.http_url, spare_server.process.pid, models=["router", "no_such_model"]) == [
+        "model(s) not ready: no_such_model"
+    ]
     assert route(client, PROMPT, force_tier="tier_small")["tier"] == "tier_small"
     log = spare_server.log_path.read_text()
     assert "stub of tier_small_0_0 (model 'tier_small') has died" in log

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 from llm_router.calibration.cli import calibrate, main
 from llm_router.calibration.fit import (
+    Candidates,
     curve_metrics,
     enumerate_candidates,
     oracle_point,
+    path_candidates,
     random_mix_quality,
+    select_fst,
     select_lcb,
     select_naive,
     single_tier_points,
@@ -335,6 +338,81 @@ def test_lcb_is_more_conservative_than_naive_on_noisy_data():
     assert report["policy"]["calib_quality_ratio_lower_bound"] >= 0.95 - 1e-9
 
 
+def test_path_candidates_follow_confidence_quantiles_in_test_order():
+    log = separable_log(100)
+    cands = path_candidates(log, steps=5)
+    # chains (0,), (1,), (0, 1): one candidate for each single tier, a 5-step path for the pair
+    assert cands.chains == [(0,), (1,), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1)]
+    np.testing.assert_array_equal(cands.path, [0, 1, 2, 2, 2, 2, 2])
+    expected = np.quantile(log.confidence[:, 0], [1.0, 0.75, 0.5, 0.25, 0.0])
+    np.testing.assert_allclose([t[0] for t in cands.thresholds[2:]], expected)
+    # safe first: the cost falls along the path, ending at "accept everything at the small tier"
+    cost = cands.cost[2:].sum(1)
+    assert (np.diff(cost) <= 0).all() and cost[-1] == pytest.approx(log.n * 1.0)
+    # the outcomes are the vectorized evaluator's (checked against decide() above)
+    s, c, _ = cascade_outcomes(log, (0, 1), np.array(cands.thresholds[2:]))
+    np.testing.assert_allclose(cands.score[2:], s)
+    np.testing.assert_allclose(cands.cost[2:], c)
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        path_candidates(log, steps=1)
+
+
+def test_fst_on_a_separable_log_stops_where_the_small_tier_starts_failing():
+    log = separable_log()  # small right iff confidence > -1 (60% of prompts), large always right
+    cands = path_candidates(log, steps=21)  # quantile 0.40 = a step of the path, between wrong and right
+    sel = select_fst(cands, log, 0.99, delta=0.1)
+    assert sel.method == "fst" and sel.chain == (0, 1)
+    res = replay(policy_for_chain(log, ["small", "large"], sel.thresholds), log)
+    assert res.quality_ratio == 1.0
+    assert res.cost_ratio == pytest.approx((200 + 80 * 10) / 2000)  # 40% escalate
+    assert sel.details["calib_quality_ratio_lower_bound"] >= 0.99 - 1e-9
+    # a target nothing but the reference reaches with certainty: the large tier alone
+    sel = select_fst(cands, log, 1.2, delta=0.1)
+    assert sel.chain == (1,) and "fallback" in sel.details
+    with pytest.raises(ValueError, match="path candidates"):
+        select_fst(enumerate_candidates(log, grid=4), log, 0.95)
+    with pytest.raises(ValueError, match="delta"):
+        select_fst(cands, log, 0.95, delta=0.6)
+
+
+def test_fst_does_not_certify_past_the_first_failure():
+    """A cheap candidate that passes AFTER a failing one on its path is not certified (fixed sequence), while the
+    lcb rule over the same candidates, which tests each one on its own, takes it."""
+    # 40 prompts; reference always right. Path candidates given by hand: (score, cost) per candidate
+    n = 40
+    log = hand_log(
+        [
+            {"prompt_id": str(i), "tier": t, "tier_pos": j, "correct": True, "confidence": -0.1, "cost_usd": c}
+            for i in range(n)
+            for j, (t, c) in enumerate((("small", 1.0), ("large", 10.0)))
+        ]
+    )
+    ones = np.ones(n)
+    bad = ones.copy()
+    bad[:8] = 0  # quality 0.8 < 0.95
+    score = np.stack([ones, bad, ones])
+    cost = np.stack([ones * 5, ones * 3, ones * 1])
+    cands = Candidates(
+        [(0, 1)] * 3, [(-0.1,), (-0.2,), (-0.3,)], score, cost, np.zeros((3, n), dtype=bool), np.array([0, 0, 0])
+    )
+    assert select_fst(cands, log, 0.95, delta=0.1).thresholds == (-0.1,)
+    assert select_lcb(cands, log, 0.95, delta=0.1).thresholds == (-0.3,)
+    # on its own path, the cheap candidate is certified
+    cands.path = np.array([0, 0, 1])
+    assert select_fst(cands, log, 0.95, delta=0.1).thresholds == (-0.3,)
+
+
+def test_calibrate_reports_all_three_methods():
+    log = separable_log(120)
+    report = calibrate(log, log, 0.95, "fst", 0.1, grid=6, path_steps=11)
+    assert report["policy"]["method"] == "fst" and report["path_candidates"] == 1 + 1 + 11
+    for m in ("lcb", "naive"):
+        assert report[m]["policy"]["method"] == m and "eval" in report[m]
+    assert report["eval"]["quality_ratio"] >= 0.95
+    with pytest.raises(ValueError, match="unknown method"):
+        calibrate(log, None, 0.95, "bogus")
+
+
 def test_baselines_and_curve_metrics_known_values():
     log = hand_log()
     singles = single_tier_points(log)
@@ -427,3 +505,40 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     write_csv(bad, [{"prompt_id": "1", "tier": "a", "correct": "yes"}])
     assert main(["--calib", str(bad)]) == 2
     assert "missing column(s) ['cost_usd']" in capsys.readouterr().err
+
+
+def test_peek_bound_on_known_pairs(tmp_path):
+    """Every pair: small right exactly when confident (60%), large always right, small costs 1, large 10.
+    Peeking at quality 1.0 accepts the confident 60% at the small tier: eval quality 1 on every split, eval cost
+    (0.6 * 1 + 0.4 * 11) / 10 ~ 0.5; at quality 0.6 peeking keeps everything at the small tier (cost 0.1) and
+    misses 0.95 everywhere."""
+    from llm_router.calibration.cli import REPORT_PAIRS, peek_bound
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for benchmark, chain in REPORT_PAIRS:
+        for i in range(60):
+            conf = -float(rng.uniform(0, 1)) if i % 5 < 3 else -float(rng.uniform(1.01, 3))
+            for tier, pos, correct, cost, confidence in (
+                ("small", 0, conf > -1, 1.0, conf),
+                ("large", 1, True, 10.0, -0.01),
+            ):
+                rows.append(
+                    {
+                        "benchmark": benchmark,
+                        "chain": chain,
+                        "prompt_id": f"{benchmark}-{i}",
+                        "tier": tier,
+                        "tier_pos": pos,
+                        "correct": correct,
+                        "confidence": confidence,
+                        "cost_usd": cost,
+                    }
+                )
+    path = tmp_path / "pairs.csv"
+    write_csv(path, rows)
+    strict, loose = peek_bound(path, 0.95, [1.0, 0.6], repeats=3)
+    assert strict["eval_hit_rate"] == 1.0 and strict["all_pairs_hit_rate"] == 1.0
+    assert 0.4 < strict["mean_eval_cost_ratio"] < 0.6
+    assert loose["eval_hit_rate"] == 0.0
+    assert loose["mean_eval_cost_ratio"] == pytest.approx(0.1)

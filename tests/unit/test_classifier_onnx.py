@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from llm_router.classifier import INTENTS
+from llm_router.classifier import INTENTS, read_labels
 from llm_router.classifier.tokenization import IntentTokenizer
 from router_export import classifier
 
@@ -70,7 +70,9 @@ def run(session, texts: list[str], batch_size: int = 32) -> tuple[np.ndarray, np
     probs, difficulty = [], []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer.encode(texts[start : start + batch_size])
-        p, d = session.run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+        p, d = session.run(
+            ["intent_probs", "difficulty"], {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        )
         probs.append(p)
         difficulty.append(d)
     return np.concatenate(probs), np.concatenate(difficulty)
@@ -84,11 +86,13 @@ def test_onnx_graph_has_dynamic_batch_and_sequence_axes(sessions) -> None:
         i.type == "tensor(int64)" and isinstance(i.shape[0], str) and isinstance(i.shape[1], str)
         for i in inputs.values()
     )
-    assert [o.name for o in session.get_outputs()] == ["intent_probs", "difficulty"]
+    assert [o.name for o in session.get_outputs()] == ["intent_probs", "difficulty", "intent"]
     tokenizer = IntentTokenizer()
     for texts, length in ((PROMPTS[3:], 16), (PROMPTS * 3, 128)):
         batch = tokenizer.pad(tokenizer.token_ids(texts), length)
-        p, d = session.run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+        p, d = session.run(
+            ["intent_probs", "difficulty"], {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        )
         assert p.shape == (len(texts), 9) and d.shape == (len(texts), 1)
         np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
 
@@ -100,7 +104,7 @@ def test_onnx_matches_pytorch(sessions) -> None:
     batch = IntentTokenizer().encode(PROMPTS)
     with torch.no_grad():
         p_torch, d_torch = model(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask))
-    p_onnx, d_onnx = sessions[classifier.ENCODER_MODEL].run(
+    p_onnx, d_onnx, _ = sessions[classifier.ENCODER_MODEL].run(
         None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
     )
     np.testing.assert_allclose(p_onnx, p_torch.numpy(), atol=1e-4)
@@ -126,3 +130,25 @@ def test_int8_loses_at_most_one_point_of_macro_f1(sessions) -> None:
 def test_build_is_skipped_when_up_to_date(sessions, capsys) -> None:
     classifier.build_for_repository(REPO)
     assert "up to date" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", [classifier.ENCODER_MODEL, classifier.ENCODER_INT8_MODEL])
+def test_intent_output_is_the_label_of_the_most_probable_intent(sessions, model: str) -> None:
+    labels = tuple(read_labels(REPO / model / classifier.LABELS_FILE))
+    assert labels == INTENTS
+    texts = [r["prompt"] for r in read_sample()[:64]]
+    batch = IntentTokenizer().encode(texts)
+    probs, intent = sessions[model].run(
+        ["intent_probs", "intent"], {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    )
+    assert intent.shape == (len(texts), 1)
+    assert [str(v) for v in intent.reshape(-1)] == [labels[i] for i in probs.argmax(axis=1)]
+    assert len(set(intent.reshape(-1))) > 3  # several different labels, not one constant
+
+
+def test_build_refuses_a_labels_file_that_disagrees_with_the_heads(tmp_path) -> None:
+    for model in (classifier.ENCODER_MODEL, classifier.ENCODER_INT8_MODEL):
+        (tmp_path / model / "1").mkdir(parents=True)
+        (tmp_path / model / classifier.LABELS_FILE).write_text("\n".join(reversed(INTENTS)) + "\n")
+    with pytest.raises(ValueError, match="labels.txt lists"):
+        classifier.build_for_repository(tmp_path)

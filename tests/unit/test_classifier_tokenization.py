@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2] / "model_repository"
 
 
 def test_bucket_length() -> None:
-    assert [bucket_length(n) for n in (1, 16, 17, 33, 64, 65, 500)] == [16, 16, 32, 64, 64, 64, 64]
+    assert [bucket_length(n) for n in (1, 16, 17, 33, 64, 65, 500)] == [16, 16, 24, 40, 64, 64, 64]
 
 
 def test_head_tail_keeps_both_ends() -> None:
@@ -46,5 +46,6 @@ def test_long_text_is_truncated_keeping_the_instruction_at_the_end(tokenizer: In
     assert tokenizer.tokenizer.decode(ids[-12:-1]).endswith("rephrase that in a few words?")
 
 
-def test_labels_file_lists_the_taxonomy_in_order() -> None:
-    assert tuple(read_labels(REPO / "intent_postprocess" / "labels.txt")) == INTENTS
+@pytest.mark.parametrize("model", ["intent_encoder", "intent_encoder_int8"])
+def test_labels_file_lists_the_taxonomy_in_order(model: str) -> None:
+    assert tuple(read_labels(REPO / model / "labels.txt")) == INTENTS

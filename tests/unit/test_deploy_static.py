@@ -155,12 +155,25 @@ def test_compose_services(compose):
     (gpu,) = triton["deploy"]["resources"]["reservations"]["devices"]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     assert triton["shm_size"] and triton["ulimits"] == {"memlock": -1, "stack": 67108864}
-    probe = " ".join(triton["healthcheck"]["test"])
+    probe = triton["healthcheck"]["test"]
     # model readiness of everything the router needs (server readiness stays false after a policy reload in 2.51)
-    assert "/v2/models/$$m/ready" in probe
-    assert all(m in probe for m in ("router", "router_stream", "intent_classifier", "tier_small", "tier_large"))
+    # and the stubs of the READY Python models (llm_router.watchdog check)
+    assert probe[:5] == ["CMD", "python", "-m", "llm_router.watchdog", "check"]
+    from llm_router.watchdog import main as watchdog_main
+
+    with pytest.raises(SystemExit) as parsed:  # the probe's arguments parse (--help after them exits 0)
+        watchdog_main([*probe[4:], "--help"])
+    assert parsed.value.code == 0
+    models = probe[probe.index("--models") + 1 :]
+    assert set(models) == {"router", "router_stream", "intent_classifier", "tier_small", "tier_medium", "tier_large"}
     command = triton["command"]
-    assert "--model-control-mode=explicit" in command and "--load-model=*" in command
+    assert command[0] == "router-serve" and "--triton-home=/opt/tritonserver" in command
+    from llm_router.serve import parse_args
+
+    options = parse_args(command[1:])  # router-serve accepts every flag the service passes
+    assert options.host == "0.0.0.0" and options.stub_watchdog == "restart"
+    assert options.model_control_mode == "explicit" and options.load_models == ["*"]
+    assert options.stop_grace_s < int(triton["stop_grace_period"].rstrip("s")), "docker must wait for router-serve"
     repo_flag = next(c for c in command if c.startswith("--model-repository="))
     assert (repo_flag.split("=", 1)[1]) in {target for _, target in _mounts(triton)}
     assert triton["depends_on"]["export"]["condition"] == "service_completed_successfully"

@@ -28,7 +28,9 @@ from llm_router.calibration.fit import (
     enumerate_candidates,
     oracle_point,
     pareto_front,
+    path_candidates,
     random_mix_quality,
+    select_fst,
     select_lcb,
     select_naive,
     single_tier_points,
@@ -40,6 +42,7 @@ from llm_router.core.policy import Policy, PolicyError, load_policy, write_polic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "outcomes" / "llm_cascades_train.csv.gz"
+METHODS = ("fst", "lcb", "naive")
 REPORT_PAIRS = [(b, c) for b in ("mmlu", "medmcqa", "triviaqa", "truthfulqa") for c in ("llama", "qwen_oai")]
 
 
@@ -90,13 +93,16 @@ def calibrate(
     calib: OutcomeLog,
     evaluation: OutcomeLog | None,
     target: float,
-    method: str = "lcb",
+    method: str = "fst",
     delta: float = 0.1,
     grid: int = 6,
     max_chain: int | None = None,
     with_curves: bool = True,
+    path_steps: int = 41,
 ) -> dict[str, Any]:
-    """Fit on `calib` (method 'lcb' or 'naive'), measure on both logs; the JSON report as a dict."""
+    """Fit on `calib` (method 'fst', 'lcb' or 'naive'), measure on both logs; the JSON report as a dict.
+
+    The report's top level is `method`'s result; the other two methods' results are under their names."""
     for log in (calib, evaluation):
         if log is not None and not log.complete:
             raise OutcomeLogError(f"{log.name}: every tier must have an OK row for every prompt to calibrate")
@@ -104,13 +110,19 @@ def calibrate(
         raise OutcomeLogError(f"calib tiers {calib.tiers} differ from eval tiers {evaluation.tiers}")
     grids = {j: threshold_grid(calib.confidence[:, j], grid) for j in range(len(calib.tiers))}
     cands = enumerate_candidates(calib, grid, max_chain, grids)
-    selections = {"naive": select_naive(cands, calib, target), "lcb": select_lcb(cands, calib, target, delta)}
-    if method not in selections:
-        raise ValueError(f"unknown method {method!r} (lcb, naive)")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} ({', '.join(METHODS)})")
+    path = path_candidates(calib, path_steps, max_chain)
+    selections = {
+        "naive": select_naive(cands, calib, target),
+        "lcb": select_lcb(cands, calib, target, delta),
+        "fst": select_fst(path, calib, target, delta),
+    }
     report: dict[str, Any] = {
         "target_quality": target,
         "method": method,
         "candidates": len(cands),
+        "path_candidates": len(path),
         "tiers": calib.tiers,
     }
     for name, sel in selections.items():
@@ -248,95 +260,130 @@ def plot_report(report: dict[str, Any], path: Path, title: str) -> None:
 
 
 def report_pairs(
-    path: Path, target: float, delta: float, grid: int, seed: int, repeats: int, plot: Path | None = None
+    path: Path,
+    target: float,
+    delta: float,
+    grid: int,
+    seed: int,
+    repeats: int,
+    plot: Path | None = None,
+    method: str = "fst",
+    max_chain: int | None = None,
+    path_steps: int = 41,
 ) -> dict[str, Any]:
-    """Split every (benchmark, chain) pair by prompt (half/half), fit on one half, evaluate on the other."""
+    """Split every (benchmark, chain) pair by prompt (half/half), fit on one half, evaluate on the other.
+
+    Every method is fitted on the same splits; `method` is the one whose policy, curve and metrics are shown."""
     rows = read_any(path)
-    table: dict[str, Any] = {"target_quality": target, "delta": delta, "seed": seed, "pairs": []}
-    hits: dict[str, list[list[bool]]] = {"naive": [], "lcb": []}
-    costs: dict[str, list[list[float]]] = {"naive": [], "lcb": []}
+    table: dict[str, Any] = {"target_quality": target, "delta": delta, "seed": seed, "method": method, "pairs": []}
+    hits: dict[str, list[list[bool]]] = {m: [] for m in METHODS}
+    costs: dict[str, list[list[float]]] = {m: [] for m in METHODS}
     for b, c in REPORT_PAIRS:
         log = build_log(filter_rows(rows, benchmark=b, chain=c), f"{b}/{c}")
-        per_seed = {m: ([], []) for m in hits}
+        per_seed = {m: ([], []) for m in METHODS}
         for s in range(seed, seed + max(1, repeats)):
             cal, ev = log.split_by_prompt(0.5, s)
-            rep = calibrate(cal, ev, target, "lcb", delta, grid, with_curves=(s == seed))
-            for m, part in (("lcb", rep), ("naive", rep["naive"])):
+            rep = calibrate(
+                cal, ev, target, method, delta, grid, max_chain, with_curves=(s == seed), path_steps=path_steps
+            )
+            parts = {m: (rep if m == method else rep[m]) for m in METHODS}
+            for m, part in parts.items():
                 per_seed[m][0].append(part["eval"]["quality_ratio"] >= target)
                 per_seed[m][1].append(part["eval"]["cost_ratio"])
             if s == seed:
-                table["pairs"].append(
-                    {
-                        "benchmark": b,
-                        "chain": c,
-                        "calib_prompts": cal.n,
-                        "eval_prompts": ev.n,
-                        "lcb": {k: rep[k] for k in ("policy",)}
-                        | {
-                            split: {
-                                k: rep[split][k]
-                                for k in (
-                                    "quality_ratio",
-                                    "cost_ratio",
-                                    "escalation_rate",
-                                    "apgr",
-                                    "cpt_50",
-                                    "cpt_80",
-                                    "auc",
-                                )
-                            }
-                            for split in ("calib", "eval")
-                        },
-                        "naive": {"policy": rep["naive"]["policy"]}
-                        | {
-                            split: {
-                                k: rep["naive"][split][k] for k in ("quality_ratio", "cost_ratio", "escalation_rate")
-                            }
-                            for split in ("calib", "eval")
-                        },
+                entry: dict[str, Any] = {"benchmark": b, "chain": c, "calib_prompts": cal.n, "eval_prompts": ev.n}
+                for m, part in parts.items():
+                    keys = ("quality_ratio", "cost_ratio", "escalation_rate")
+                    if m == method:
+                        keys += ("apgr", "cpt_50", "cpt_80", "auc")
+                    entry[m] = {"policy": part["policy"]} | {
+                        split: {k: part[split][k] for k in keys} for split in ("calib", "eval")
                     }
-                )
+                table["pairs"].append(entry)
                 if plot is not None and (b, c) == REPORT_PAIRS[0]:
                     plot_report(rep, plot, f"{b} / {c}: fit on {cal.n} prompts, eval on {ev.n} (seed {s})")
-        for m in hits:
+        for m in METHODS:
             hits[m].append(per_seed[m][0])
             costs[m].append(per_seed[m][1])
-    for m in hits:
+    for m in METHODS:
         h, cst = np.array(hits[m]), np.array(costs[m])  # (pairs, repeats)
         table[f"{m}_summary"] = {
             "pairs_meeting_target_first_split": int(h[:, 0].sum()),
             "mean_eval_cost_ratio_first_split": float(cst[:, 0].mean()),
             "repeats": int(h.shape[1]),
             "hit_rate_over_pairs_and_splits": float(h.mean()),
+            "hit_rate_per_pair": [float(x) for x in h.mean(1)],
             "splits_with_all_pairs_meeting_target": float(h.all(0).mean()),
             "mean_eval_cost_ratio_over_splits": float(cst.mean()),
         }
     return table
 
 
+def peek_bound(path: Path, target: float, levels: list[float], repeats: int, path_steps: int = 41) -> list[dict]:
+    """What selecting from the path family could reach on the eval halves if it could PEEK at them.
+
+    Per pair, the cheapest path candidate whose quality_ratio on ALL prompts (both halves) is >= level is
+    evaluated on each split's eval half. No honest method, which sees only the calibration half, can do better
+    than peeking at the same level; so when even this misses the target on some pair in most splits, the
+    target is out of reach of the data (each eval half has ~150 prompts) rather than of the method.
+    """
+    rows = read_any(path)
+    logs = [build_log(filter_rows(rows, benchmark=b, chain=c), f"{b}/{c}") for b, c in REPORT_PAIRS]
+    results = []
+    for level in levels:
+        hits, all_hit, costs = [], [], []
+        for seed in range(repeats):
+            split_hits = []
+            for log in logs:
+                cands = path_candidates(log, path_steps)
+                quality, cost = candidate_ratios(cands, log)
+                passing = np.flatnonzero(quality >= level)
+                k = passing[np.argmin(cost[passing])] if passing.size else int(np.argmax(quality))
+                _, ev = log.split_indices(0.5, seed)
+                split_hits.append(cands.score[k, ev].sum() / log.score[ev, -1].sum() >= target)
+                costs.append(cands.cost[k, ev].sum() / log.cost[ev, -1].sum())
+            hits += split_hits
+            all_hit.append(all(split_hits))
+        results.append(
+            {
+                "select_at_quality": level,
+                "eval_hit_rate": float(np.mean(hits)),
+                "all_pairs_hit_rate": float(np.mean(all_hit)),
+                "mean_eval_cost_ratio": float(np.mean(costs)),
+            }
+        )
+    return results
+
+
 def _print_pairs(table: dict[str, Any]) -> None:
-    t = table["target_quality"]
+    t, main_m = table["target_quality"], table["method"]
+    others = [m for m in ("naive", "lcb", "fst") if m != main_m]
     print(
-        f"target quality_ratio >= {t} on eval; split by prompt 50/50, seed {table['seed']}; lcb delta {table['delta']}"
+        f"target quality_ratio >= {t} on eval; split by prompt 50/50, seed {table['seed']}; delta {table['delta']};"
+        f" policy shown: {main_m}"
     )
     head = (
-        f"{'benchmark':<11}{'chain':<9}| {'naive q':>8}{'naive c':>8} | {'lcb q':>7}{'lcb c':>7}{'esc':>6}"
-        f"{'APGR':>6}{'CPT50':>7}{'CPT80':>7} | lcb chain : thresholds"
+        f"{'benchmark':<11}{'chain':<9}|"
+        + "".join(f" {m + ' q':>8}{m + ' c':>8} |" for m in others)
+        + f" {main_m + ' q':>8}{main_m + ' c':>8}{'esc':>6}{'APGR':>6}{'CPT50':>7}{'CPT80':>7}"
+        + f" | {main_m} chain : thresholds"
     )
     print(head)
     print("-" * len(head))
+    mark = lambda q: "*" if q < t else " "  # noqa: E731
     for p in table["pairs"]:
-        nv, lc = p["naive"]["eval"], p["lcb"]["eval"]
-        pol = p["lcb"]["policy"]
+        line = f"{p['benchmark']:<11}{p['chain']:<9}|"
+        for m in others:
+            e = p[m]["eval"]
+            line += f" {e['quality_ratio']:>7.3f}{mark(e['quality_ratio'])}{e['cost_ratio']:>8.3f} |"
+        e, pol = p[main_m]["eval"], p[main_m]["policy"]
         thr = ", ".join(f"{v:.3g}" for v in pol["thresholds"].values())
-        mark = lambda q: "*" if q < t else " "  # noqa: E731
-        print(
-            f"{p['benchmark']:<11}{p['chain']:<9}| {nv['quality_ratio']:>7.3f}{mark(nv['quality_ratio'])}"
-            f"{nv['cost_ratio']:>8.3f} | {lc['quality_ratio']:>6.3f}{mark(lc['quality_ratio'])}{lc['cost_ratio']:>7.3f}"
-            f"{lc['escalation_rate']:>6.2f}{lc['apgr']:>6.2f}{lc['cpt_50']:>7.3f}{lc['cpt_80']:>7.3f} | "
-            f"{' > '.join(pol['chain'])} : {thr}"
+        line += (
+            f" {e['quality_ratio']:>7.3f}{mark(e['quality_ratio'])}{e['cost_ratio']:>8.3f}{e['escalation_rate']:>6.2f}"
+            f"{e['apgr']:>6.2f}{e['cpt_50']:>7.3f}{e['cpt_80']:>7.3f} | {' > '.join(pol['chain'])} : {thr}"
         )
-    for m in ("naive", "lcb"):
+        print(line)
+    for m in ("naive", "lcb", "fst"):
         s = table[f"{m}_summary"]
         print(
             f"{m:>5}: {s['pairs_meeting_target_first_split']}/8 pairs meet the target, mean eval cost_ratio "
@@ -380,10 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", type=Path, help="evaluation outcome log (default: the other part of --split-by-prompt)")
     p.add_argument("--format", default="auto", choices=["auto", "outcomes", "routellm", "routerbench"])
     p.add_argument("--target-quality", type=float, default=0.95, help="quality_ratio to reach (default 0.95)")
-    p.add_argument("--method", default="lcb", choices=["lcb", "naive"], help="margin method (default lcb)")
+    p.add_argument(
+        "--method",
+        default="fst",
+        choices=list(METHODS),
+        help="fst: fixed-sequence test along per-chain paths (default); lcb: bound on a threshold grid; naive",
+    )
     p.add_argument("--delta", type=float, default=0.1, help="risk level of the lower bound (default 0.1)")
     p.add_argument("--grid", type=int, default=6, help="threshold quantiles per tier (default 6)")
     p.add_argument("--max-chain", type=int, default=None, help="at most this many tiers in the chain")
+    p.add_argument("--path-steps", type=int, default=41, help="fst: candidates per chain path (default 41)")
     p.add_argument("--benchmark", help="keep only rows of this benchmark")
     p.add_argument("--chain", help="keep only rows of this chain (needed when a file mixes chains)")
     p.add_argument(
@@ -411,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the 8 (benchmark, chain) pairs table on FILE (default {DEFAULT_DATA})",
     )
     p.add_argument("--repeats", type=int, default=1, help="--report-pairs: also count hits over N random splits")
+    p.add_argument(
+        "--peek-bound",
+        nargs="*",
+        type=float,
+        metavar="LEVEL",
+        help="with --report-pairs: instead, the reach of a selection that peeks at all prompts, selecting at each "
+        "quality LEVEL (default 0.95 0.96 0.97 0.98), over --repeats splits",
+    )
     return p
 
 
@@ -419,9 +480,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not 0 < args.target_quality <= 2:
             raise ValueError(f"--target-quality must be in (0, 2], got {args.target_quality}")
+        if args.report_pairs is not None and args.peek_bound is not None:
+            levels = args.peek_bound or [0.95, 0.96, 0.97, 0.98]
+            bound = peek_bound(args.report_pairs, args.target_quality, levels, max(1, args.repeats), args.path_steps)
+            if args.json:
+                print(json.dumps(bound, indent=1))
+            for row in [] if args.json else bound:
+                print(
+                    f"peek-select at quality {row['select_at_quality']:.2f} on all prompts -> eval quality >= "
+                    f"{args.target_quality}: pair hit rate {row['eval_hit_rate']:.2f}, all 8 pairs in "
+                    f"{row['all_pairs_hit_rate']:.0%} of splits, mean eval cost_ratio {row['mean_eval_cost_ratio']:.3f}"
+                )
+            return 0
         if args.report_pairs is not None:
             table = report_pairs(
-                args.report_pairs, args.target_quality, args.delta, args.grid, args.seed, args.repeats, args.plot
+                args.report_pairs,
+                args.target_quality,
+                args.delta,
+                args.grid,
+                args.seed,
+                args.repeats,
+                args.plot,
+                args.method,
+                args.max_chain,
+                args.path_steps,
             )
             print(json.dumps(_finite(table), indent=1, default=_json_default)) if args.json else _print_pairs(table)
             return 0
@@ -434,7 +516,16 @@ def main(argv: list[str] | None = None) -> int:
             calib, evaluation = calib.split_by_prompt(args.split_by_prompt, args.seed)
         else:
             evaluation = None
-        report = calibrate(calib, evaluation, args.target_quality, args.method, args.delta, args.grid, args.max_chain)
+        report = calibrate(
+            calib,
+            evaluation,
+            args.target_quality,
+            args.method,
+            args.delta,
+            args.grid,
+            args.max_chain,
+            path_steps=args.path_steps,
+        )
         sel: Selection = report.pop("selection")
         if args.policy_out is not None:
             header = (
@@ -459,8 +550,10 @@ def main(argv: list[str] | None = None) -> int:
         print(_summary_line("calib", report["calib"]))
         if "eval" in report:
             print(_summary_line("eval", report["eval"]))
-            nv = report["naive"]
-            print(_summary_line("naive", nv["eval"]) + f"   (naive chain {' > '.join(nv['policy']['chain'])})")
+            for m in METHODS:
+                if m in report:
+                    other = report[m]
+                    print(_summary_line(m, other["eval"]) + f"   ({m} chain {' > '.join(other['policy']['chain'])})")
         for key in ("policy_out", "plot"):
             if key in report:
                 print(f"wrote {report[key]}")

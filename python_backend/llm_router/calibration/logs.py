@@ -304,15 +304,18 @@ class OutcomeLog:
             difficulty=None if self.difficulty is None else self.difficulty[idx],
         )
 
-    def split_by_prompt(self, fraction: float = 0.5, seed: int = 0) -> tuple[OutcomeLog, OutcomeLog]:
-        """Random split of the prompts (every tier's row of a prompt goes to the same side)."""
+    def split_indices(self, fraction: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Prompt indices of a random split: (first part, the rest), each sorted."""
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
         order = np.random.default_rng(seed).permutation(self.n)
         k = int(round(fraction * self.n))
-        return self.subset(np.sort(order[:k]), f"{self.name} [calib]"), self.subset(
-            np.sort(order[k:]), f"{self.name} [eval]"
-        )
+        return np.sort(order[:k]), np.sort(order[k:])
+
+    def split_by_prompt(self, fraction: float = 0.5, seed: int = 0) -> tuple[OutcomeLog, OutcomeLog]:
+        """Random split of the prompts (every tier's row of a prompt goes to the same side)."""
+        first, rest = self.split_indices(fraction, seed)
+        return self.subset(first, f"{self.name} [calib]"), self.subset(rest, f"{self.name} [eval]")
 
 
 def _tier_order(rows: list[dict[str, Any]]) -> list[str]:

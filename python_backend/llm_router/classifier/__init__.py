@@ -1,6 +1,6 @@
 """Intent classifier: taxonomy, tokenization (shared by training and serving) and the Triton model logic.
 
-`__init__`, `tokenization` and `postprocess` are Triton-free (unit tests and the exporter import them);
+`__init__` and `tokenization` are Triton-free (unit tests and the exporter import them);
 `triton_models` runs inside Triton's Python backend.
 """
 

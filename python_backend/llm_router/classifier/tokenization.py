@@ -19,7 +19,9 @@ from tokenizers import Tokenizer
 # (0.861) - what the prompt asks for sits at its start or end - and 64 halves the encoder's cost on long prompts.
 MAX_TOKENS = 64
 HEAD_TOKENS = 32  # word pieces kept from the start of a long prompt; the rest of the budget is its end
-BUCKETS: tuple[int, ...] = (16, 32, 64)
+# Steps of 8: a prompt carries at most 7 pad tokens (the encoder computes them too; steps of 16 cost ~15% more at
+# batch 1), while equal-bucket requests still batch together.
+BUCKETS: tuple[int, ...] = (16, 24, 32, 40, 48, 56, 64)
 CHAR_WINDOW = 2000  # characters kept from each end before tokenizing: a 1 MB prompt costs what a 4 kB one does
 
 

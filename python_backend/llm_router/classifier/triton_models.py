@@ -1,6 +1,6 @@
-"""The intent classifier's Python-backend models: `intent_tokenizer` and `intent_postprocess`.
+"""The intent classifier's Python-backend model `intent_tokenizer` (the label lookup is in the ONNX graph).
 
-Both see every request Triton's dynamic batcher hands them in one `execute` call and process them together;
+It sees every request Triton's dynamic batcher hands them in one `execute` call and process them together;
 a bad request gets its own INVALID_ARG response and does not fail the others.
 """
 
@@ -10,10 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from llm_router.classifier import INTENTS, read_labels
 from llm_router.classifier.tokenization import IntentTokenizer
 from llm_router.triton_utils import (
     RequestError,
@@ -91,33 +89,4 @@ class TokenizerModel:
         self.tokenizer = None
 
 
-class PostprocessModel:
-    """intent_probs [batch, 9] -> intent BYTES [batch, 1], labels from the model's labels file."""
-
-    def initialize(self, args: dict[str, Any]) -> None:
-        shorten_gil_switch_interval()
-        config = json.loads(args["model_config"])
-        model_dir = Path(args["model_repository"])
-        labels_file = model_parameter(config, "labels_file", "labels.txt")
-        self.labels = np.array([s.encode("utf-8") for s in read_labels(model_dir / labels_file)], dtype=np.object_)
-        if len(self.labels) != len(INTENTS):
-            raise ValueError(f"{labels_file} has {len(self.labels)} labels, the classifier has {len(INTENTS)}")
-
-    def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            try:
-                probs = pb_utils.get_input_tensor_by_name(request, "intent_probs").as_numpy()
-                if probs.ndim != 2 or probs.shape[1] != len(self.labels):
-                    raise RequestError(f"intent_probs must be [batch, {len(self.labels)}], got {list(probs.shape)}")
-                intent = self.labels[probs.argmax(axis=1)].reshape(-1, 1)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("intent", intent)]))
-            except Exception as exc:  # noqa: BLE001
-                responses.append(error_response(exc))
-        return responses
-
-    def finalize(self) -> None:
-        pass
-
-
-__all__ = ["PostprocessModel", "TokenizerModel", "decode_texts", "invalid_arg"]
+__all__ = ["TokenizerModel", "decode_texts", "invalid_arg"]

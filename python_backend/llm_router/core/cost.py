@@ -27,6 +27,5 @@ def largest_tier_cost(policy: Policy, input_tokens: int, output_tokens: int) -> 
 
 
 def cost_saved(policy: Policy, request_cost: float, input_tokens: int, output_tokens: int) -> float:
-    """Baseline cost minus what the request really cost (negative when a cascade cost more than large alone).
-    """
+    """Baseline cost minus what the request really cost (negative when a cascade cost more than large alone)."""
     return largest_tier_cost(policy, input_tokens, output_tokens) - request_cost

@@ -129,9 +129,7 @@ def _tier_override(policy: Policy, field_name: str, value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         raise RequestOverrideError(f"{field_name}: must be a tier name, got {value!r}")
     if value not in policy.tier_names:
-        raise RequestOverrideError(
-            f"{field_name}: unknown tier {value!r} (tiers: {', '.join(policy.tier_names)})"
-        )
+        raise RequestOverrideError(f"{field_name}: unknown tier {value!r} (tiers: {', '.join(policy.tier_names)})")
     return value
 
 
@@ -158,9 +156,7 @@ def validate_overrides(
     threshold: float | None = None
     if confidence_threshold is not None:
         if isinstance(confidence_threshold, bool):
-            raise RequestOverrideError(
-                f"confidence_threshold: must be a finite number, got {confidence_threshold!r}"
-            )
+            raise RequestOverrideError(f"confidence_threshold: must be a finite number, got {confidence_threshold!r}")
         try:
             threshold = float(confidence_threshold)
         except (TypeError, ValueError):
@@ -168,9 +164,7 @@ def validate_overrides(
                 f"confidence_threshold: must be a finite number, got {confidence_threshold!r}"
             ) from None
         if not math.isfinite(threshold):
-            raise RequestOverrideError(
-                f"confidence_threshold: must be a finite number, got {confidence_threshold!r}"
-            )
+            raise RequestOverrideError(f"confidence_threshold: must be a finite number, got {confidence_threshold!r}")
     return Overrides(force_tier=force, min_tier=lo, max_tier=hi, confidence_threshold=threshold)
 
 
@@ -282,18 +276,14 @@ def decide(
         if ov.force_tier is not None:
             return accept(best_ok, f"{low}, but force_tier={ov.force_tier}: no escalation")
         if higher is None:
-            return accept(
-                best_ok, f"{low}, but no higher allowed tier: accept {best} (highest tier answered)"
-            )
+            return accept(best_ok, f"{low}, but no higher allowed tier: accept {best} (highest tier answered)")
         used = count_escalations(attempts)
         if used >= policy.max_escalations:
             return accept(
                 best_ok,
                 f"{low}, but max_escalations={policy.max_escalations} used: accept {best} (highest tier)",
             )
-        return Decision(
-            DecisionKind.CALL, f"{low}: escalate", tier=policy.tiers[higher].name, step="escalate"
-        )
+        return Decision(DecisionKind.CALL, f"{low}: escalate", tier=policy.tiers[higher].name, step="escalate")
 
     failed = last.failure_reason()
     if ov.force_tier is None:
@@ -321,8 +311,7 @@ def decide(
 
 
 def tier_max_tokens(policy: Policy, tier: str, requested: int | None) -> int:
-    """Output-token cap for a call: the request's max_tokens (if given, >= 1) capped by the tier's max_tokens.
-    """
+    """Output-token cap for a call: the request's max_tokens (if given, >= 1) capped by the tier's max_tokens."""
     cap = policy.tier(tier).max_tokens
     if requested is None:
         return cap
@@ -450,9 +439,7 @@ def make_trace(
     trace = Trace(
         classifier="ok" if classification is not None else "unavailable",
         intent=None if classification is None else classification.intent,
-        intent_probs={}
-        if classification is None
-        else {k: float(v) for k, v in classification.intent_probs.items()},
+        intent_probs={} if classification is None else {k: float(v) for k, v in classification.intent_probs.items()},
         difficulty=None if classification is None else classification.difficulty,
         overrides={k: v for k, v in asdict(ov).items() if v is not None},
         attempts=records,

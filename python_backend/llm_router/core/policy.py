@@ -93,9 +93,7 @@ class RemoteSpec(_Strict):
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not _ENV_NAME.fullmatch(value):
-            raise ValueError(
-                "must be the NAME of an environment variable (letters, digits, _), not the key itself"
-            )
+            raise ValueError("must be the NAME of an environment variable (letters, digits, _), not the key itself")
         return value
 
     @model_validator(mode="after")
@@ -279,9 +277,7 @@ def load_policy(path: str | Path) -> Policy:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise PolicyError(
-            f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}"
-        ) from None
+        raise PolicyError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
     return parse_policy(data, source=str(path))
 
 

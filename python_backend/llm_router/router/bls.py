@@ -95,9 +95,7 @@ async def classify(text: str, timeout_s: float, labels: list[str] | None = None)
         requested_output_names=["intent", "intent_probs", "difficulty"],
     )
     try:
-        response = await asyncio.wait_for(
-            asyncio.shield(asyncio.ensure_future(request.async_exec())), timeout_s
-        )
+        response = await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(request.async_exec())), timeout_s)
     except TimeoutError:
         raise TierCallError(f"classifier did not answer within {timeout_s:.2f}s", status="timeout") from None
     if response.has_error():
@@ -105,9 +103,7 @@ async def classify(text: str, timeout_s: float, labels: list[str] | None = None)
     intent = _first_string(response, "intent")
     probs = pb_utils.get_output_tensor_by_name(response, "intent_probs").as_numpy().reshape(-1)
     difficulty = float(pb_utils.get_output_tensor_by_name(response, "difficulty").as_numpy().reshape(-1)[0])
-    names = (
-        labels if labels is not None and len(labels) == probs.size else [str(i) for i in range(probs.size)]
-    )
+    names = labels if labels is not None and len(labels) == probs.size else [str(i) for i in range(probs.size)]
     return Classification(
         intent=intent,
         intent_probs={name: round(float(p), 6) for name, p in zip(names, probs, strict=True)},
@@ -214,6 +210,7 @@ async def call_tier(
     pieces: list[str] = []
     logprobs: list[float] = []
     input_tokens = output_tokens = 0
+    answered = False  # a response with output tensors arrived (an empty final response carries none)
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -221,18 +218,19 @@ async def call_tier(
         try:
             item = await asyncio.wait_for(queue.get(), remaining)
         except TimeoutError:
-            raise TierCallError(
-                f"{request.tier} overran its {deadline_s:.2f}s deadline", status="timeout"
-            ) from None
+            raise TierCallError(f"{request.tier} overran its {deadline_s:.2f}s deadline", status="timeout") from None
         if item is _DONE:
+            if not answered:
+                # Seen in Triton 24.10 when a decoupled tier's execute() raised: the stream closed with a bare FINAL
+                # flag and no error. No answer is a failure of that tier, never an empty "ok" answer.
+                raise TierCallError(f"{request.tier} closed its response stream without an answer or an error")
             break
         if isinstance(item, Exception):
             raise TierCallError(f"{request.tier} could not be called: {item}")
         if item.has_error():
             error = item.error()
-            raise TierCallError(
-                f"{request.tier} failed: {error.message()}", rejected_input=is_input_rejection(error)
-            )
+            raise TierCallError(f"{request.tier} failed: {error.message()}", rejected_input=is_input_rejection(error))
+        answered = answered or bool(item.output_tensors())
         text = _first_string(item, "text_output")
         piece_logprobs_tensor = pb_utils.get_output_tensor_by_name(item, "output_log_probs")
         piece_logprobs = (

@@ -37,9 +37,7 @@ class RouterMetrics:
             "failures": pb_utils.MetricFamily(
                 "router_failures_total", "Requests that no allowed tier could answer", counter
             ),
-            "cost": pb_utils.MetricFamily(
-                "router_cost_usd_total", "Estimated cost of routed requests (USD)", counter
-            ),
+            "cost": pb_utils.MetricFamily("router_cost_usd_total", "Estimated cost of routed requests (USD)", counter),
             "saved": pb_utils.MetricFamily(
                 "router_cost_saved_usd_total",
                 "Estimated cost saved against always using the largest tier",
@@ -67,11 +65,7 @@ class RouterMetrics:
             if metric is None:
                 full = {"model": self.model, **labels}
                 fam = self._families[family]
-                metric = (
-                    fam.Metric(labels=full, buckets=buckets)
-                    if buckets is not None
-                    else fam.Metric(labels=full)
-                )
+                metric = fam.Metric(labels=full, buckets=buckets) if buckets is not None else fam.Metric(labels=full)
                 self._metrics[key] = metric
             return metric
 
