@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -139,3 +142,39 @@ def shorten_gil_switch_interval(seconds: float = GIL_SWITCH_INTERVAL_S) -> None:
         seconds = float(override)
     if seconds > 0:
         sys.setswitchinterval(seconds)
+
+
+class KeepAlive:
+    """Holds objects the stub's C++ side also references for `grace_s`, then lets them go from a Python thread.
+
+    Triton 24.10's stub drops its own references to some Python-owned objects on C++ threads that do not hold the
+    GIL: a finished decoupled BLS response iterator (Stub::SendCleanupId erases it from response_iterator_map_),
+    and a decoupled model's requests once their FINAL response is sent. When that is the last reference, the
+    object - and the numpy arrays cached in its tensors by as_numpy() - is freed without the GIL and the heap is
+    corrupted (pymalloc segfaults: the router's stub within 250-3,000 requests at concurrency 32, a tier's stub
+    rarely under perf_analyzer streaming). Keeping a reference here for a few seconds makes ours the last one,
+    released by a Python thread holding the GIL.
+    """
+
+    def __init__(self, grace_s: float = 10.0) -> None:
+        self.grace_s = grace_s
+        self._held: deque[tuple[float, object]] = deque()
+        self._lock = threading.Lock()
+
+    def keep(self, obj: object) -> None:
+        now = time.monotonic()
+        expired = []
+        with self._lock:
+            self._held.append((now, obj))
+            while self._held and now - self._held[0][0] > self.grace_s:
+                expired.append(self._held.popleft())
+        del expired  # released here, in a Python thread, outside the lock
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+KEEP_ALIVE = KeepAlive(10.0)  # BLS response iterators and their responses (one holder per stub process)
+# Requests of a decoupled model after their FINAL response: their input tensors live in the stub's shm region, so
+# they are held only briefly (the stub's own reference goes within milliseconds of the FINAL flag).
+REQUEST_KEEP_ALIVE = KeepAlive(2.0)

@@ -191,37 +191,56 @@ def lower_bounds(cands: Candidates, log: OutcomeLog, target: float, delta: float
     return mean - z * sd / math.sqrt(max(n, 1))
 
 
-def select_lcb(cands: Candidates, log: OutcomeLog, target: float, delta: float = 0.1) -> Selection:
-    """Cheapest candidate whose paired lower confidence bound says quality_ratio >= target (see module doc)."""
-    if not 0 < delta < 0.5:
-        raise ValueError(f"delta must be in (0, 0.5), got {delta}")
+def _bounded_selection(
+    cands: Candidates,
+    log: OutcomeLog,
+    target: float,
+    delta: float,
+    method: str,
+    passing: np.ndarray,
+    why: str,
+    **details: Any,
+) -> Selection:
+    """The cheapest candidate among `passing` (by the paired lower bound), with its calibration figures."""
     q, c = candidate_ratios(cands, log)
-    lcb = lower_bounds(cands, log, target, delta)
-    k = _cheapest(lcb >= 0, c, q)
+    k = _cheapest(passing, c, q)
     if k is None:
-        return _reference_selection(log, "lcb", f"no candidate passes the bound at delta={delta}")
+        return _reference_selection(log, method, why)
+    lcb = lower_bounds(cands, log, target, delta)
     ref_mean = float(log.score[:, -1].mean())
     return Selection(
         cands.chains[k],
         cands.thresholds[k],
-        "lcb",
+        method,
         {
             "delta": delta,
             "calib_quality_ratio": float(q[k]),
             "calib_quality_ratio_lower_bound": float(target + lcb[k] / ref_mean) if ref_mean > 0 else math.nan,
+            **details,
         },
     )
+
+
+def _check_delta(delta: float) -> None:
+    if not 0 < delta < 0.5:
+        raise ValueError(f"delta must be in (0, 0.5), got {delta}")
+
+
+def select_lcb(cands: Candidates, log: OutcomeLog, target: float, delta: float = 0.1) -> Selection:
+    """Cheapest candidate whose paired lower confidence bound says quality_ratio >= target (see module doc)."""
+    _check_delta(delta)
+    passing = lower_bounds(cands, log, target, delta) >= 0
+    why = f"no candidate passes the bound at delta={delta}"
+    return _bounded_selection(cands, log, target, delta, "lcb", passing, why)
 
 
 def select_fst(cands: Candidates, log: OutcomeLog, target: float, delta: float = 0.1) -> Selection:
     """Fixed-sequence testing along each path of `cands` (from `path_candidates`), see the module doc: per path
     the candidates before the first one whose lower bound is < 0 are certified; the cheapest certified one of
     all paths is chosen."""
-    if not 0 < delta < 0.5:
-        raise ValueError(f"delta must be in (0, 0.5), got {delta}")
+    _check_delta(delta)
     if cands.path is None:
         raise ValueError("select_fst needs path candidates (path_candidates)")
-    q, c = candidate_ratios(cands, log)
     lcb = lower_bounds(cands, log, target, delta)
     certified = np.zeros(len(cands), dtype=bool)
     tested = 0
@@ -231,22 +250,11 @@ def select_fst(cands: Candidates, log: OutcomeLog, target: float, delta: float =
         stop = fails[0] if fails.size else idx.size
         certified[idx[:stop]] = True
         tested += min(stop + 1, idx.size)
-    k = _cheapest(certified, c, q)
-    if k is None:
-        return _reference_selection(log, "fst", f"no path starts with a candidate that passes at delta={delta}")
-    ref_mean = float(log.score[:, -1].mean())
-    return Selection(
-        cands.chains[k],
-        cands.thresholds[k],
-        "fst",
-        {
-            "delta": delta,
-            "calib_quality_ratio": float(q[k]),
-            "calib_quality_ratio_lower_bound": float(target + lcb[k] / ref_mean) if ref_mean > 0 else math.nan,
-            "certified_candidates": int(certified.sum()),
-            "tested_candidates": int(tested),
-        },
-    )
+    why = f"no path starts with a candidate that passes at delta={delta}"
+    return _bounded_selection(
+        cands, log, target, delta, "fst", certified, why,
+        certified_candidates=int(certified.sum()), tested_candidates=int(tested),
+    )  # fmt: skip
 
 
 # -- curves and metrics ----------------------------------------------------------------------------------------

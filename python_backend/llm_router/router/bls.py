@@ -12,12 +12,12 @@ import asyncio
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from llm_router.triton_utils import KEEP_ALIVE
 
 CLASSIFIER_MODEL = "intent_classifier"
 
@@ -147,34 +147,6 @@ def is_input_rejection(error: pb_utils.TritonError) -> bool:
     return error.code() == pb_utils.TritonError.INVALID_ARG or bool(_CONTEXT_REJECTION.search(error.message()))
 
 
-class _KeepAlive:
-    """Holds finished BLS response iterators (and their responses) for `grace_s` before letting them go.
-
-    Triton 24.10's stub drops its own reference to a finished decoupled response iterator on a C++ thread that does
-    not hold the GIL (Stub::SendCleanupId erases it from response_iterator_map_). When that is the last reference,
-    the iterator's responses and the numpy arrays cached in their tensors are freed without the GIL and the heap is
-    corrupted: the router's stub crashed within 250-3,000 requests at concurrency 32 (router_client.soak). Keeping a
-    reference here for a few seconds makes ours the last one, released by a Python thread holding the GIL.
-    """
-
-    def __init__(self, grace_s: float = 10.0) -> None:
-        self.grace_s = grace_s
-        self._held: deque[tuple[float, object]] = deque()
-        self._lock = threading.Lock()
-
-    def keep(self, obj: object) -> None:
-        now = time.monotonic()
-        expired = []
-        with self._lock:
-            self._held.append((now, obj))
-            while self._held and now - self._held[0][0] > self.grace_s:
-                expired.append(self._held.popleft())
-        del expired  # released here, in a Python thread, outside the lock
-
-
-_KEEP_ALIVE = _KeepAlive()
-
-
 def _read_responses(request: TierRequest, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> None:
     """Reader thread: run the decoupled BLS call and forward each response (or the exception) to the queue."""
 
@@ -183,9 +155,9 @@ def _read_responses(request: TierRequest, queue: asyncio.Queue, loop: asyncio.Ab
 
     try:
         responses = request.to_inference_request().exec(decoupled=True)
-        _KEEP_ALIVE.keep(responses)
+        KEEP_ALIVE.keep(responses)
         for response in responses:
-            _KEEP_ALIVE.keep(response)
+            KEEP_ALIVE.keep(response)
             put(response)
     except Exception as exc:  # noqa: BLE001 - handed to the router, which records it as this tier's failure
         put(exc)

@@ -44,6 +44,7 @@ from llm_router.router.bls import Classification, TierCallError, TierOutput, Tie
 from llm_router.router.metrics import RouterMetrics
 from llm_router.router.remote import call_remote_tier
 from llm_router.triton_utils import (
+    REQUEST_KEEP_ALIVE,
     RequestError,
     error_response,
     model_parameter,
@@ -192,6 +193,8 @@ class _RouterModel:
         except Exception as exc:  # noqa: BLE001 - never leave a client waiting
             pb_utils.Logger.log_error(f"{self.model_name}: {type(exc).__name__}: {exc}")
             sender.send(error_response(exc), flags=FINAL)
+        finally:
+            REQUEST_KEEP_ALIVE.keep((request, sender))  # the stub may drop its reference without the GIL
 
     async def _classify(self, text: str) -> tuple[Classification | None, str | None]:
         try:

@@ -43,6 +43,7 @@ from llm_router.tier.generation import (
     SamplingParams,
 )
 from llm_router.triton_utils import (
+    REQUEST_KEEP_ALIVE,
     RequestError,
     error_response,
     invalid_arg,
@@ -87,6 +88,7 @@ def parse_sampling(request: Any) -> tuple[str, SamplingParams, bool, bool]:
 class Pending:
     """One accepted request: where its responses go and what has been generated so far."""
 
+    request: Any  # held until the FINAL response is sent, then by REQUEST_KEEP_ALIVE (see llm_router.triton_utils)
     sender: Any
     prompt_ids: list[int]
     params: SamplingParams
@@ -154,14 +156,17 @@ class TierModel:
                 prompt_ids = self.generator.prepare(text, params)
             except (RequestError, GenerationInputError) as exc:
                 sender.send(invalid_arg(f"{self.name}: {exc}"), flags=FINAL)
+                REQUEST_KEEP_ALIVE.keep((request, sender))
                 continue
             except Exception as exc:  # noqa: BLE001 - a decoupled model must always answer
                 sender.send(error_response(exc), flags=FINAL)
+                REQUEST_KEEP_ALIVE.keep((request, sender))
                 continue
-            accepted.append(Pending(sender, prompt_ids, params, stream, return_log_probs))
+            accepted.append(Pending(request, sender, prompt_ids, params, stream, return_log_probs))
         if self.stopping.is_set():
             for pending in accepted:
                 pending.send_error(self.unavailable())
+                REQUEST_KEEP_ALIVE.keep((pending.request, pending.sender))
             return None
         if self.batching and len(accepted) > 1:
             self.pool.submit(self.generate, accepted)
@@ -209,6 +214,7 @@ class TierModel:
         finally:
             for pending in batch:  # a row the generator never finished (should not happen): still close it
                 pending.send_error(error_response(RuntimeError("generation ended without a result")))
+                REQUEST_KEEP_ALIVE.keep((pending.request, pending.sender))
 
     def _cancel_check(self, pending: Pending):
         return lambda: self.stopping.is_set() or pending.sender.is_cancelled()
