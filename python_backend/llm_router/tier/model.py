@@ -25,6 +25,7 @@ dynamic batcher, are generated as one batch), max_tokens_limit.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,7 @@ class TierModel:
     """A tier: validates requests in execute() and generates on worker threads (onnxruntime releases the GIL)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
+        faulthandler.enable(all_threads=True)  # a crash of this stub prints every thread's stack to Triton's log
         config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(config):
             raise pb_utils.TritonModelException(
