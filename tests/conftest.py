@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import write_smoke_repository  # noqa: E402
-from llm_router.serve import LocalTritonServer, ServerOptions, free_ports  # noqa: E402
+from helpers import server_options, write_smoke_repository  # noqa: E402
+from llm_router.serve import LocalTritonServer  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
@@ -28,18 +28,7 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTri
     extras = [write_smoke_repository(work / "generated_models")]
     if TEST_MODELS.is_dir():
         extras.append(TEST_MODELS)
-    grpc_port, http_port, metrics_port = free_ports(3)
-    options = ServerOptions(
-        model_repository=MODEL_REPOSITORY,
-        grpc_port=grpc_port,
-        http_port=http_port,
-        metrics_port=metrics_port,
-        log_file=work / "triton.log",
-        model_control_mode="explicit",
-        load_models=["*"],
-        extra_model_repositories=extras,
-        stop_grace_s=15,
-    )
+    options = server_options(MODEL_REPOSITORY, work, extra_model_repositories=extras, stop_grace_s=15)
     server = LocalTritonServer(options)
     server.start()
     try:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import openai
 import pytest
 import tritonclient.grpc as grpcclient
-import uvicorn
-from llm_router.serve import LocalTritonServer, free_ports
+from helpers import openai_front
+from llm_router.serve import LocalTritonServer
 from router_client.client import TIER_MODELS
 from router_client.inputs import DEMO_SAMPLE, read_sample
-from router_client.openai_front import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -28,20 +25,8 @@ def front_url(triton_server: LocalTritonServer, grpc_client: grpcclient.Inferenc
     ]
     if missing:
         pytest.skip(f"the router needs models that are not loaded on the test server: {', '.join(missing)}")
-    (port,) = free_ports(1)
-    config = uvicorn.Config(create_app(triton_server.grpc_url), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the OpenAI front did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with openai_front(triton_server.grpc_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ import shutil
 import signal
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from helpers import metric_value, router_inputs, server_options, stream, tensor, text_array, write_smoke_repository
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llm_router.core import load_policy
@@ -58,24 +58,6 @@ CLASSIFIER = "intent_classifier"
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
-def tensor(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
-    item = grpcclient.InferInput(name, list(array.shape), datatype)
-    item.set_data_from_numpy(array)
-    return item
-
-
-def text_array(text: str | bytes, shape: tuple[int, ...] = (1,)) -> np.ndarray:
-    raw = text if isinstance(text, bytes) else text.encode("utf-8")
-    return np.array([raw], dtype=np.object_).reshape(shape)
-
-
-def router_inputs(text: str | bytes, max_tokens: int | None = 4) -> list[grpcclient.InferInput]:
-    inputs = [tensor("text_input", text_array(text), "BYTES")]
-    if max_tokens is not None:
-        inputs.append(tensor("max_tokens", np.array([max_tokens], dtype=np.int32), "INT32"))
-    return inputs
-
-
 def tier_inputs(text: str | bytes, max_tokens: int = 4, **extra: tuple[Any, str]) -> list[grpcclient.InferInput]:
     inputs = [
         tensor("text_input", text_array(text, (1, 1)), "BYTES"),
@@ -96,37 +78,6 @@ def route(client: grpcclient.InferenceServerClient, text: str | bytes, model: st
     }
 
 
-def stream(url: str, model: str, inputs: list, parameters: dict | None = None, timeout_s: float = 60) -> list[dict]:
-    """Every response of one decoupled request up to the FINAL flag; an error is raised (with its status)."""
-    client = grpcclient.InferenceServerClient(url)
-    responses: queue.Queue = queue.Queue()
-    client.start_stream(callback=lambda result=None, error=None: responses.put((result, error)))
-    finished = False
-    try:
-        client.async_stream_infer(model, inputs, parameters=parameters, enable_empty_final_response=True)
-        events = []
-        while True:
-            result, error = responses.get(timeout=timeout_s)
-            if error is not None:
-                finished = True
-                raise error
-            final = result.get_response().parameters["triton_final_response"].bool_param
-            event: dict[str, Any] = {"final": final}
-            for name in ("text_output", "tier", "route", "output_tokens", "input_tokens"):
-                array = result.as_numpy(name)
-                if array is not None and array.size:
-                    value = array.reshape(-1)[0]
-                    event[name] = value.decode() if isinstance(value, bytes) else value.item()
-            events.append(event)
-            if final:
-                finished = True
-                return events
-    finally:
-        # cancel only unfinished requests: cancelling a finished one was once seen to pin its model in Triton 2.51
-        client.stop_stream(cancel_requests=not finished)
-        client.close()
-
-
 def invalid_arg(call: Callable[[], Any], streaming: bool = False) -> str:
     """Run `call`, which must fail with INVALID_ARG; returns the message.
 
@@ -144,24 +95,13 @@ def assert_healthy(client: grpcclient.InferenceServerClient) -> None:
     assert client.is_server_live() and client.is_server_ready()
 
 
-def metric(url: str, name: str, **labels: str) -> float:
-    """Sum of the samples of metric `name` whose labels include `labels`."""
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-        if match and all(dict(re.findall(r'(\w+)="([^"]*)"', match.group(1))).get(k) == v for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
-
-
 def metric_becomes(url: str, name: str, predicate: Callable[[float], bool], **labels: str) -> float:
     """The metric's value once `predicate` holds (the router records metrics just after it answers), or the last."""
     deadline = time.monotonic() + 10
-    value = metric(url, name, **labels)
+    value = metric_value(url, name, **labels)
     while not predicate(value) and time.monotonic() < deadline:
         time.sleep(0.1)
-        value = metric(url, name, **labels)
+        value = metric_value(url, name, **labels)
     return value
 
 
@@ -467,10 +407,10 @@ def test_failing_raising_and_hanging_tiers_under_concurrency(
     url = triton_server.metrics_url
     labels = {"model": "router_faults"}
     before = {
-        "error": metric(url, "router_fallbacks_total", tier="tier_faulty", reason="error", **labels),
-        "timeout": metric(url, "router_fallbacks_total", tier="tier_slow", reason="timeout", **labels),
-        "answered": metric(url, "router_requests_total", tier="tier_small", **labels),
-        "failed": metric(url, "router_failures_total", **labels),
+        "error": metric_value(url, "router_fallbacks_total", tier="tier_faulty", reason="error", **labels),
+        "timeout": metric_value(url, "router_fallbacks_total", tier="tier_slow", reason="timeout", **labels),
+        "answered": metric_value(url, "router_requests_total", tier="tier_small", **labels),
+        "failed": metric_value(url, "router_failures_total", **labels),
     }
     prompts = [PROMPT, "raise: " + PROMPT] * 4
 
@@ -520,7 +460,7 @@ def test_tier_unloaded_while_traffic_runs(
     """Unload then reload tier_medium under concurrent router traffic: every request ends, answered by a fallback
     tier or with an error naming tier_medium; nothing hangs; the server is ready again afterwards."""
     url = triton_server.metrics_url
-    fallbacks_before = metric(url, "router_fallbacks_total", model="router", tier="tier_medium")
+    fallbacks_before = metric_value(url, "router_fallbacks_total", model="router", tier="tier_medium")
     stop = threading.Event()
     results: list[tuple[str, str, float]] = []
     lock = threading.Lock()
@@ -580,7 +520,7 @@ def test_classifier_unavailable_routes_by_default(
         assert route(grpc_client, PROMPT)["route"]["classifier"] == "ok"
         grpc_client.unload_model(CLASSIFIER)
         assert wait_for(lambda: not classifier_loaded(grpc_client), 30)
-    unclassified = metric(url, "router_requests_total", model="router", intent="unclassified")
+    unclassified = metric_value(url, "router_requests_total", model="router", intent="unclassified")
     try:
         answer = route(grpc_client, PROMPT, confidence_threshold=ALWAYS_CONFIDENT)
         trace = answer["route"]
@@ -670,15 +610,16 @@ def spare_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTrit
     """The project's repository on a second server (explicit model control, stub watchdog restarting)."""
     work = tmp_path_factory.mktemp("spare")
     (work / "empty_repository").mkdir()  # a second repository: the server then serves a merged copy of symlinks
-    grpc_port, http_port, metrics_port = free_ports(3)
+    options = server_options(
+        ROOT / "model_repository",
+        work,
+        stop_grace_s=6,
+        stub_watchdog="restart",
+        extra_model_repositories=[work / "empty_repository"],
+    )
     secret = f"sk-test-{uuid.uuid4().hex}"
     os.environ[SECRET_ENV] = secret  # inherited by tritonserver: must never reach its log
-    server = LocalTritonServer(
-        ServerOptions(model_repository=ROOT / "model_repository", grpc_port=grpc_port, http_port=http_port,
-                      metrics_port=metrics_port, log_file=work / "triton.log", model_control_mode="explicit",
-                      load_models=["*"], stop_grace_s=6, stub_watchdog="restart",
-                      extra_model_repositories=[work / "empty_repository"])
-    )  # fmt: skip
+    server = LocalTritonServer(options)
     try:
         server.start()
         yield server
@@ -703,7 +644,7 @@ def test_killed_tier_stub_router_falls_back_and_the_watchdog_restarts_it(spare_s
     client = grpcclient.InferenceServerClient(spare_server.grpc_url)
     url = spare_server.metrics_url
     assert route(client, PROMPT, force_tier="tier_small")["tier"] == "tier_small"
-    fallbacks = metric(url, "router_fallbacks_total", model="router", tier="tier_small", reason="error")
+    fallbacks = metric_value(url, "router_fallbacks_total", model="router", tier="tier_small", reason="error")
     old = _stub_pid(spare_server, "tier_small")
     os.kill(old, signal.SIGKILL)
     assert wait_for(lambda: _stub_pid(spare_server, "tier_small") != old, 5)
@@ -824,8 +765,6 @@ def test_malformed_stream_request_does_not_pin_a_decoupled_model(spare_server: L
 
 def test_killed_stub_without_explicit_model_control_stops_the_server(tmp_path: Path) -> None:
     """Model control `none` cannot reload: the watchdog stops tritonserver so its supervisor restarts it."""
-    from helpers import write_smoke_repository
-
     repo = write_smoke_repository(tmp_path / "repo")
     grpc_port, http_port, metrics_port = free_ports(3)
     server = LocalTritonServer(

@@ -28,14 +28,13 @@ import numpy as np
 import openai
 import pytest
 import tritonclient.grpc as grpcclient
-import uvicorn
 import yaml
+from helpers import openai_front, server_options
 from llm_router.core.confidence import compute_confidence
 from llm_router.core.cost import call_cost
 from llm_router.core.policy import INTENTS, parse_policy
-from llm_router.serve import LocalTritonServer, ServerOptions, free_ports
+from llm_router.serve import LocalTritonServer
 from router_client.client import RouteOptions, RouterClient, RouterResult, StreamDelta
-from router_client.openai_front import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -156,22 +155,8 @@ def server_a(triton_server: LocalTritonServer, grpc_client: grpcclient.Inference
 @pytest.fixture(scope="module")
 def front_url(server_a: LocalTritonServer) -> Iterator[str]:
     """The project's OpenAI-compatible front, pointed at server A, requiring SECRET as its API key."""
-    (port,) = free_ports(1)
-    config = uvicorn.Config(
-        create_app(server_a.grpc_url, api_key=SECRET), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the OpenAI front did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with openai_front(server_a.grpc_url, api_key=SECRET) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -195,17 +180,7 @@ def server_b(
         ]
     )
     write_router(repo, "router_remote_openai", policy)
-    grpc_port, http_port, metrics_port = free_ports(3)
-    options = ServerOptions(
-        model_repository=repo,
-        grpc_port=grpc_port,
-        http_port=http_port,
-        metrics_port=metrics_port,
-        log_file=work / "triton.log",
-        model_control_mode="explicit",
-        load_models=["*"],
-        stop_grace_s=15,
-    )
+    options = server_options(repo, work, stop_grace_s=15)
     server = LocalTritonServer(options)
     os.environ.pop("ROUTER_TEST_UNSET_KEY", None)
     os.environ[KEY_ENV] = SECRET  # inherited by server B only (server A is already running)

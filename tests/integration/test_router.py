@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import queue
-import re
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from helpers import metric_value, router_inputs
+from helpers import stream as stream_request
 from llm_router.core import load_policy
 from llm_router.serve import LocalTritonServer
 from tritonclient.utils import InferenceServerException
@@ -27,20 +25,8 @@ NEVER_CONFIDENT = -1e-9  # no answer of a random-weight tier reaches this mean l
 ALWAYS_CONFIDENT = -1e9
 
 
-def _inputs(text: str | bytes, max_tokens: int | None = 8) -> list[grpcclient.InferInput]:
-    raw = text if isinstance(text, bytes) else text.encode("utf-8")
-    text_in = grpcclient.InferInput("text_input", [1], "BYTES")
-    text_in.set_data_from_numpy(np.array([raw], dtype=np.object_))
-    inputs = [text_in]
-    if max_tokens is not None:
-        tokens = grpcclient.InferInput("max_tokens", [1], "INT32")
-        tokens.set_data_from_numpy(np.array([max_tokens], dtype=np.int32))
-        inputs.append(tokens)
-    return inputs
-
-
 def route(client: grpcclient.InferenceServerClient, text: str | bytes, model: str = "router", **params: Any):
-    result = client.infer(model, _inputs(text, params.pop("max_tokens", 8)), parameters=params or None)
+    result = client.infer(model, router_inputs(text, params.pop("max_tokens", 8)), parameters=params or None)
     return {
         "text": result.as_numpy("text_output")[0].decode(),
         "tier": result.as_numpy("tier")[0].decode(),
@@ -52,47 +38,7 @@ def route(client: grpcclient.InferenceServerClient, text: str | bytes, model: st
 
 def stream(url: str, text: str, **params: Any) -> list[dict[str, Any]]:
     """All responses of one router_stream request, in order (the last one is the final)."""
-    client = grpcclient.InferenceServerClient(url)
-    responses: queue.Queue = queue.Queue()
-    client.start_stream(callback=lambda result=None, error=None: responses.put((result, error)))
-    try:
-        client.async_stream_infer(
-            "router_stream", _inputs(text, params.pop("max_tokens", 8)), parameters=params or None,
-            enable_empty_final_response=True,
-        )  # fmt: skip
-        events = []
-        while True:
-            result, error = responses.get(timeout=60)
-            if error is not None:
-                raise error
-            response = result.get_response()
-            final = response.parameters["triton_final_response"].bool_param
-            event = {"final": final}
-            for name in ("text_output", "tier", "route", "escalated", "cost"):
-                array = result.as_numpy(name)
-                if array is not None and array.size:
-                    value = array.reshape(-1)[0]
-                    event[name] = value.decode() if isinstance(value, bytes) else value.item()
-            events.append(event)
-            if final:
-                return events
-    finally:
-        client.stop_stream()
-        client.close()
-
-
-def metric_value(url: str, name: str, **labels: str) -> float:
-    """Sum of the samples of metric `name` whose labels include `labels`."""
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-        if not match:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
+    return stream_request(url, "router_stream", router_inputs(text, params.pop("max_tokens", 8)), params or None)
 
 
 def test_routes_by_intent_and_reports_the_route(grpc_client: grpcclient.InferenceServerClient) -> None:

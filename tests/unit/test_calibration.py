@@ -263,32 +263,35 @@ def test_vectorized_evaluator_matches_decide_replay():
 # -- fitting ---------------------------------------------------------------------------------------------------
 
 
+def small_large_rows(i, confidence, small_correct, large_correct):
+    """One prompt's rows of a two-tier log: small (cost 1, `confidence`) then large (cost 10, confidence -0.01)."""
+    return [
+        {
+            "prompt_id": str(i),
+            "tier": "small",
+            "tier_pos": 0,
+            "correct": small_correct,
+            "confidence": confidence,
+            "cost_usd": 1.0,
+        },
+        {
+            "prompt_id": str(i),
+            "tier": "large",
+            "tier_pos": 1,
+            "correct": large_correct,
+            "confidence": -0.01,
+            "cost_usd": 10.0,
+        },
+    ]
+
+
 def separable_log(n=200, seed=0):
     """Small tier right exactly when its confidence > -1 (60% of prompts); large always right."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         conf = -float(rng.uniform(0, 1)) if i % 5 < 3 else -float(rng.uniform(1.01, 3))
-        rows.append(
-            {
-                "prompt_id": str(i),
-                "tier": "small",
-                "tier_pos": 0,
-                "correct": conf > -1,
-                "confidence": conf,
-                "cost_usd": 1.0,
-            }
-        )
-        rows.append(
-            {
-                "prompt_id": str(i),
-                "tier": "large",
-                "tier_pos": 1,
-                "correct": True,
-                "confidence": -0.01,
-                "cost_usd": 10.0,
-            }
-        )
+        rows += small_large_rows(i, conf, conf > -1, True)
     return hand_log(rows)
 
 
@@ -310,26 +313,8 @@ def test_lcb_is_more_conservative_than_naive_on_noisy_data():
     for i in range(150):
         conf = -float(rng.exponential(1.0))
         p_small = 0.9 * math.exp(conf / 2)
-        rows.append(
-            {
-                "prompt_id": str(i),
-                "tier": "small",
-                "tier_pos": 0,
-                "correct": bool(rng.random() < p_small),
-                "confidence": conf,
-                "cost_usd": 1.0,
-            }
-        )
-        rows.append(
-            {
-                "prompt_id": str(i),
-                "tier": "large",
-                "tier_pos": 1,
-                "correct": bool(rng.random() < 0.9),
-                "confidence": -0.01,
-                "cost_usd": 10.0,
-            }
-        )
+        # arguments are evaluated left to right: the small tier draws from rng before the large one
+        rows += small_large_rows(i, conf, bool(rng.random() < p_small), bool(rng.random() < 0.9))
     log = hand_log(rows)
     report = calibrate(log, None, 0.95, "lcb", 0.1, grid=8)
     assert report["calib"]["quality_ratio"] >= report["naive"]["calib"]["quality_ratio"]

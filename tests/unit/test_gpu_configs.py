@@ -118,20 +118,21 @@ def test_bad_options_are_refused(kwargs):
         gc.GpuOptions(**kwargs)
 
 
-def test_bad_source_config_names_the_file(tmp_path):
-    bad = tmp_path / "repo" / "broken"
-    bad.mkdir(parents=True)
-    (bad / "config.pbtxt").write_text('name: "broken"\nmax_batch_size: "eight"\n')
-    with pytest.raises(gc.RenderError, match="broken/config.pbtxt"):
+def _render_refused(tmp_path, folder, config, match):
+    """Rendering a repository of one model, `folder` with `config` as its config.pbtxt, fails with `match`."""
+    model = tmp_path / "repo" / folder
+    model.mkdir(parents=True)
+    (model / "config.pbtxt").write_text(config)
+    with pytest.raises(gc.RenderError, match=match):
         gc.render_repository(tmp_path / "repo", tmp_path / "out")
+
+
+def test_bad_source_config_names_the_file(tmp_path):
+    _render_refused(tmp_path, "broken", 'name: "broken"\nmax_batch_size: "eight"\n', "broken/config.pbtxt")
 
 
 def test_name_must_match_folder(tmp_path):
-    model = tmp_path / "repo" / "folder_name"
-    model.mkdir(parents=True)
-    (model / "config.pbtxt").write_text('name: "other_name"\nbackend: "python"\n')
-    with pytest.raises(gc.RenderError, match="differs from its folder"):
-        gc.render_repository(tmp_path / "repo", tmp_path / "out")
+    _render_refused(tmp_path, "folder_name", 'name: "other_name"\nbackend: "python"\n', "differs from its folder")
 
 
 # -- the repository render -------------------------------------------------------------------------------------------

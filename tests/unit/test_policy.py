@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import policy_tier
 from llm_router.core.policy import INTENTS, PolicyError, load_policy, parse_policy, write_policy
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "model_repository" / "router" / "1" / "policy.yaml"
@@ -11,31 +12,11 @@ DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "model_repository" / "rou
 BASE = {
     "version": 1,
     "tiers": [
-        {
-            "name": "tier_small",
-            "cost_per_1k_input": 0.0001,
-            "cost_per_1k_output": 0.0002,
-            "max_tokens": 64,
-            "deadline_s": 5.0,
-            "confidence": {"function": "mean_logprob"},
-            "escalation_threshold": -1.0,
-        },
-        {
-            "name": "tier_medium",
-            "cost_per_1k_input": 0.0006,
-            "cost_per_1k_output": 0.0012,
-            "max_tokens": 64,
-            "deadline_s": 8.0,
-            "confidence": {"function": "first_k_mean", "params": {"k": 4}},
-            "escalation_threshold": -0.5,
-        },
-        {
-            "name": "tier_large",
-            "cost_per_1k_input": 0.005,
-            "cost_per_1k_output": 0.015,
-            "max_tokens": 64,
-            "deadline_s": 15.0,
-        },
+        policy_tier("tier_small", 5.0, confidence={"function": "mean_logprob"}, escalation_threshold=-1.0),
+        policy_tier(
+            "tier_medium", 8.0, confidence={"function": "first_k_mean", "params": {"k": 4}}, escalation_threshold=-0.5
+        ),
+        policy_tier("tier_large", 15.0),
     ],
     "start_tier_by_intent": {
         **dict.fromkeys(INTENTS, "tier_small"),

@@ -8,33 +8,19 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import policy_tier
 from llm_router.core.policy import INTENTS, PolicyError, RemoteSpec, load_policy, parse_policy
 
 SECRET = "sk-live-abcdefghijklmnop0123456789"
 
 
 def _policy(remote: dict[str, Any] | None) -> dict[str, Any]:
-    large: dict[str, Any] = {
-        "name": "tier_large",
-        "cost_per_1k_input": 0.005,
-        "cost_per_1k_output": 0.015,
-        "max_tokens": 64,
-        "deadline_s": 30.0,
-    }
+    large = policy_tier("tier_large", 30.0)
     if remote is not None:
         large["remote"] = remote
     return {
         "version": 1,
-        "tiers": [
-            {
-                "name": "tier_small",
-                "cost_per_1k_input": 0.0001,
-                "cost_per_1k_output": 0.0002,
-                "max_tokens": 64,
-                "deadline_s": 5.0,
-            },
-            large,
-        ],  # fmt: skip
+        "tiers": [policy_tier("tier_small", 5.0), large],
         "start_tier_by_intent": dict.fromkeys(INTENTS, "tier_small"),
         "max_escalations": 1,
         "default_start_tier": "tier_small",
