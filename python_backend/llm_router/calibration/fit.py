@@ -109,21 +109,32 @@ def chains_of(n_tiers: int, max_len: int | None = None) -> list[tuple[int, ...]]
     return [c for m in range(1, top + 1) for c in itertools.combinations(range(n_tiers), m)]
 
 
-def enumerate_candidates(
-    log: OutcomeLog, grid: int = 6, max_chain: int | None = None, grids: dict[int, np.ndarray] | None = None
-) -> Candidates:
-    """All chains x threshold grids, evaluated on `log` (which must be complete)."""
-    grids = grids or {j: threshold_grid(log.confidence[:, j], grid) for j in range(len(log.tiers))}
-    chains, thrs, scores, costs, escs = [], [], [], [], []
-    for chain in chains_of(len(log.tiers), max_chain):
-        thr = np.array(list(itertools.product(*[grids[j] for j in chain[:-1]]))) if len(chain) > 1 else np.zeros((1, 0))
+def _candidates_of(log: OutcomeLog, thresholds_by_chain: list[tuple[tuple[int, ...], np.ndarray]]) -> Candidates:
+    """Evaluate each chain's threshold rows on `log`; a chain's rows stay in the given order, tagged by its index."""
+    chains, thrs, scores, costs, escs, path = [], [], [], [], [], []
+    for pid, (chain, thr) in enumerate(thresholds_by_chain):
         s, c, stop = cascade_outcomes(log, chain, thr)
         chains += [chain] * len(thr)
         thrs += [tuple(float(x) for x in row) for row in thr]
         scores.append(s)
         costs.append(c)
         escs.append(stop > 0)
-    return Candidates(chains, thrs, np.vstack(scores), np.vstack(costs), np.vstack(escs))
+        path += [pid] * len(thr)
+    return Candidates(chains, thrs, np.vstack(scores), np.vstack(costs), np.vstack(escs), np.array(path))
+
+
+def enumerate_candidates(
+    log: OutcomeLog, grid: int = 6, max_chain: int | None = None, grids: dict[int, np.ndarray] | None = None
+) -> Candidates:
+    """All chains x threshold grids, evaluated on `log` (which must be complete)."""
+    grids = grids or {j: threshold_grid(log.confidence[:, j], grid) for j in range(len(log.tiers))}
+    rows = []
+    for chain in chains_of(len(log.tiers), max_chain):
+        thr = np.array(list(itertools.product(*[grids[j] for j in chain[:-1]]))) if len(chain) > 1 else np.zeros((1, 0))
+        rows.append((chain, thr))
+    cands = _candidates_of(log, rows)
+    cands.path = None  # a grid is not a test order
+    return cands
 
 
 def path_quantiles(steps: int) -> np.ndarray:
@@ -137,21 +148,14 @@ def path_candidates(log: OutcomeLog, steps: int = 41, max_chain: int | None = No
     """For every chain, one path of `steps` candidates: threshold of each non-final tier = the a-quantile of
     that tier's confidences on `log`, a from 1 down to 0 (the order `select_fst` tests them in)."""
     alphas = path_quantiles(steps)
-    chains, thrs, scores, costs, escs, path = [], [], [], [], [], []
-    for pid, chain in enumerate(chains_of(len(log.tiers), max_chain)):
+    rows = []
+    for chain in chains_of(len(log.tiers), max_chain):
         cols = []
         for j in chain[:-1]:
             finite = log.confidence[:, j][np.isfinite(log.confidence[:, j])]
             cols.append(np.quantile(finite, alphas) if finite.size else np.zeros(steps))
-        thr = np.stack(cols, axis=1) if cols else np.zeros((1, 0))
-        s, c, stop = cascade_outcomes(log, chain, thr)
-        chains += [chain] * len(thr)
-        thrs += [tuple(float(x) for x in row) for row in thr]
-        scores.append(s)
-        costs.append(c)
-        escs.append(stop > 0)
-        path += [pid] * len(thr)
-    return Candidates(chains, thrs, np.vstack(scores), np.vstack(costs), np.vstack(escs), np.array(path))
+        rows.append((chain, np.stack(cols, axis=1) if cols else np.zeros((1, 0))))
+    return _candidates_of(log, rows)
 
 
 def candidate_ratios(cands: Candidates, log: OutcomeLog) -> tuple[np.ndarray, np.ndarray]:
