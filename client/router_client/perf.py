@@ -6,7 +6,6 @@ import contextlib
 import csv
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -159,13 +158,11 @@ class CpuMeter:
         return sum(int(m["inference_stats"]["success"].get("count", 0)) for m in stats.get("model_stats", []))
 
     def _cpu_by_group(self) -> dict[str, float]:
-        from llm_router.procfs import cpu_seconds, server_processes
+        from llm_router.procfs import cpu_seconds
+        from llm_router.watchdog import live_stubs
 
-        groups: dict[str, float] = {}
-        for name, seconds in cpu_seconds(server_processes(self.server_pid)).items():
-            group = re.sub(r"^stub:(.+)_\d+_\d+$", r"\1", name)
-            groups[group] = groups.get(group, 0.0) + seconds
-        return groups
+        groups = {stub.pid: stub.model for stub in live_stubs(self.server_pid)}  # a model's instances summed
+        return cpu_seconds({self.server_pid: "tritonserver", **groups})
 
     @contextlib.contextmanager
     def span(self, model: str, label: str | None = None) -> Iterator[None]:

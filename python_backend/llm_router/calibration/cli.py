@@ -329,17 +329,20 @@ def peek_bound(path: Path, target: float, levels: list[float], repeats: int, pat
     """
     rows = read_any(path)
     logs = [build_log(filter_rows(rows, benchmark=b, chain=c), f"{b}/{c}") for b, c in REPORT_PAIRS]
+    families = [path_candidates(log, path_steps) for log in logs]  # fixed by the confidences: once per pair
+    ratios = [candidate_ratios(cands, log) for cands, log in zip(families, logs, strict=True)]
+    eval_halves = [[log.split_indices(0.5, seed)[1] for seed in range(repeats)] for log in logs]
     results = []
     for level in levels:
+        chosen = []  # per pair: the cheapest candidate reaching `level` on all prompts (the best one if none does)
+        for quality, cost in ratios:
+            passing = np.flatnonzero(quality >= level)
+            chosen.append(passing[np.argmin(cost[passing])] if passing.size else int(np.argmax(quality)))
         hits, all_hit, costs = [], [], []
         for seed in range(repeats):
             split_hits = []
-            for log in logs:
-                cands = path_candidates(log, path_steps)
-                quality, cost = candidate_ratios(cands, log)
-                passing = np.flatnonzero(quality >= level)
-                k = passing[np.argmin(cost[passing])] if passing.size else int(np.argmax(quality))
-                _, ev = log.split_indices(0.5, seed)
+            for log, cands, k, halves in zip(logs, families, chosen, eval_halves, strict=True):
+                ev = halves[seed]
                 split_hits.append(cands.score[k, ev].sum() / log.score[ev, -1].sum() >= target)
                 costs.append(cands.cost[k, ev].sum() / log.cost[ev, -1].sum())
             hits += split_hits
