@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+SRC_DIRS := python_backend launcher client frontend export calibration benchmarks tests model_repository
 
 .PHONY: setup models demo test lint serve bench clean
 
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (the Triton stub embeds libpython3.11), found " + sys.version' ; \
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
 	$(PY) -m pip install -q --upgrade pip; \
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'; \
+	$(PY) -m pip install -q -c constraints.txt -e '.[export,frontend,bench,calibrate,test]'; \
 	touch $(STAMP)
 
 models: setup
@@ -30,16 +31,16 @@ demo: models
 	$(VENV)/bin/router-demo
 
 test: models
-	$(VENV)/bin/ruff check python_backend client export tests model_repository
-	$(VENV)/bin/ruff format --check python_backend client export tests model_repository
+	$(VENV)/bin/ruff check $(SRC_DIRS)
+	$(VENV)/bin/ruff format --check $(SRC_DIRS)
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 serve: models
 	$(VENV)/bin/router-serve
 
 lint: setup
-	$(VENV)/bin/ruff check python_backend client export tests model_repository
-	$(VENV)/bin/ruff format --check python_backend client export tests model_repository
+	$(VENV)/bin/ruff check $(SRC_DIRS)
+	$(VENV)/bin/ruff format --check $(SRC_DIRS)
 
 clean:
 	rm -rf $(VENV) artifacts

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import server_options, write_smoke_repository  # noqa: E402
-from llm_router.serve import LocalTritonServer  # noqa: E402
+from router_launcher.serve import LocalTritonServer  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"

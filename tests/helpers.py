@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from llm_router.serve import ServerOptions, free_ports
-from llm_router.smoke_model import (  # noqa: F401
+from router_benchmarks.smoke_model import (  # noqa: F401
     IN_FEATURES,
     OUT_FEATURES,
     SMOKE_MODEL,
     dense_onnx_model,
     write_smoke_repository,
 )
+from router_launcher.serve import ServerOptions, free_ports
 
 # -- policies ---------------------------------------------------------------------------------------------------------
 TIER_PRICES = {
@@ -57,9 +57,9 @@ def server_options(model_repository: Path, work: Path, **options: Any) -> Server
 def openai_front(grpc_url: str, **app_options: Any) -> Iterator[str]:
     """The project's OpenAI-compatible front (uvicorn, a free port) in a thread of this process; yields its /v1 URL.
 
-    `app_options` go to router_client.openai_front.create_app (timeout_s, api_key)."""
+    `app_options` go to router_frontend.openai_front.create_app (timeout_s, api_key)."""
     import uvicorn
-    from router_client.openai_front import create_app
+    from router_frontend.openai_front import create_app
 
     (port,) = free_ports(1)
     config = uvicorn.Config(create_app(grpc_url, **app_options), host="127.0.0.1", port=port, log_level="warning")

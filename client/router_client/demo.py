@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from llm_router.serve import LocalTritonServer, ServeError, ServerOptions, free_ports, port_is_free
+from router_launcher.serve import LocalTritonServer, ServeError, ServerOptions, free_ports, port_is_free
 
 from router_client.client import RouteOptions, RouterClient, RouterError, RouterResult, StreamDelta
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
-from llm_router.serve import LocalTritonServer
+from router_benchmarks.inputs import DEMO_SAMPLE, read_sample
 from router_client.client import (
     TIER_MODELS,
     AsyncRouterClient,
@@ -20,7 +20,7 @@ from router_client.client import (
     RouterResult,
     StreamDelta,
 )
-from router_client.inputs import DEMO_SAMPLE, read_sample
+from router_launcher.serve import LocalTritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 from helpers import IN_FEATURES, SMOKE_MODEL, dense_onnx_model
-from llm_router import procfs
-from llm_router.serve import LocalTritonServer, free_ports, port_is_free
+from router_launcher import procfs
+from router_launcher.serve import LocalTritonServer, free_ports, port_is_free
 from tritonclient.utils import InferenceServerException
 
 ROUTER_SERVE = Path(sys.executable).parent / "router-serve"
@@ -157,7 +157,7 @@ def test_router_serve_stops_cleanly(tmp_path: Path, stop_signal: signal.Signals)
 
 def test_stop_escalates_to_sigkill_when_triton_ignores_sigterm(tmp_path: Path) -> None:
     from helpers import write_smoke_repository
-    from llm_router.serve import ServerOptions
+    from router_launcher.serve import ServerOptions
 
     repo = write_smoke_repository(tmp_path / "repo")
     grpc_port, http_port, metrics_port = free_ports(3)
@@ -180,7 +180,7 @@ def test_router_serve_runs_an_installed_triton_with_its_own_backends(tmp_path: P
     extra tritonserver flags pass through, and the shm sizes are still set. The "installed Triton" here is a
     home laid out like NGC's, built from the wheel's server and a prepared backend directory."""
     from helpers import write_smoke_repository
-    from llm_router.serve import ServerOptions, TritonInstall, assemble_backend_dir
+    from router_launcher.serve import ServerOptions, TritonInstall, assemble_backend_dir
 
     wheel = TritonInstall.find()
     home = tmp_path / "tritonserver"
@@ -206,7 +206,7 @@ def test_router_serve_runs_an_installed_triton_with_its_own_backends(tmp_path: P
 
 
 def test_triton_home_without_a_server_is_a_clear_error(tmp_path: Path) -> None:
-    from llm_router.serve import ServeError, ServerOptions
+    from router_launcher.serve import ServeError, ServerOptions
 
     with pytest.raises(ServeError, match="tritonserver binary not found at .*--triton-home"):
         LocalTritonServer(ServerOptions(triton_home=tmp_path))

@@ -8,9 +8,9 @@ import openai
 import pytest
 import tritonclient.grpc as grpcclient
 from helpers import openai_front
-from llm_router.serve import LocalTritonServer
+from router_benchmarks.inputs import DEMO_SAMPLE, read_sample
 from router_client.client import TIER_MODELS
-from router_client.inputs import DEMO_SAMPLE, read_sample
+from router_launcher.serve import LocalTritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from llm_router.serve import LocalTritonServer, ServerOptions, free_ports
+from router_launcher.serve import LocalTritonServer, ServerOptions, free_ports
 from tritonclient.utils import InferenceServerException
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -35,8 +35,8 @@ from helpers import metric_value, router_inputs, server_options, stream, tensor,
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llm_router.core import load_policy
-from llm_router.serve import SHM_DEFAULT_BYTES, SHM_GROWTH_BYTES, LocalTritonServer, ServerOptions, free_ports
-from llm_router.watchdog import check, live_stubs
+from router_launcher.serve import SHM_DEFAULT_BYTES, SHM_GROWTH_BYTES, LocalTritonServer, ServerOptions, free_ports
+from router_launcher.watchdog import check, live_stubs
 from tritonclient.utils import InferenceServerException
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -33,8 +33,8 @@ from helpers import openai_front, server_options
 from llm_router.core.confidence import compute_confidence
 from llm_router.core.cost import call_cost
 from llm_router.core.policy import INTENTS, parse_policy
-from llm_router.serve import LocalTritonServer
 from router_client.client import RouteOptions, RouterClient, RouterResult, StreamDelta
+from router_launcher.serve import LocalTritonServer
 
 pytestmark = pytest.mark.integration
 

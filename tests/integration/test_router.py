@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 from helpers import metric_value, router_inputs
 from helpers import stream as stream_request
 from llm_router.core import load_policy
-from llm_router.serve import LocalTritonServer
+from router_launcher.serve import LocalTritonServer
 from tritonclient.utils import InferenceServerException
 
 POLICY = load_policy(Path(__file__).resolve().parents[2] / "model_repository" / "router" / "1" / "policy.yaml")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
-from llm_router.serve import LocalTritonServer
+from router_launcher.serve import LocalTritonServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TIERS = ["tier_small", "tier_medium", "tier_large"]

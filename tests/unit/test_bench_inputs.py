@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from router_client import inputs
-from router_client.inputs import (
+from router_benchmarks import inputs
+from router_benchmarks.inputs import (
     BENCH_SAMPLE,
     INTENT_SOURCES,
     Prompt,

@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 
 import pytest
-from router_client import bench
-from router_client.bench import (
+from router_benchmarks import bench
+from router_benchmarks.bench import (
     BenchPoint,
     Measurement,
     estimated_seconds,

@@ -7,8 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from llm_router.calibration.cli import calibrate, main
-from llm_router.calibration.fit import (
+from llm_router.core.decide import validate_overrides
+from llm_router.core.policy import load_policy
+from router_calibration.cli import calibrate, main
+from router_calibration.fit import (
     Candidates,
     curve_metrics,
     enumerate_candidates,
@@ -20,7 +22,7 @@ from llm_router.calibration.fit import (
     select_naive,
     single_tier_points,
 )
-from llm_router.calibration.logs import (
+from router_calibration.logs import (
     OutcomeLogError,
     build_log,
     load_log,
@@ -29,9 +31,7 @@ from llm_router.calibration.logs import (
     read_routellm,
     read_routerbench_wide,
 )
-from llm_router.calibration.replay import cascade_outcomes, policy_for_chain, replay
-from llm_router.core.decide import validate_overrides
-from llm_router.core.policy import load_policy
+from router_calibration.replay import cascade_outcomes, policy_for_chain, replay
 
 # prompt: (small correct, small confidence, large correct); small costs 1, large 10; tokens_out small 5, large 7
 HAND = {
@@ -497,7 +497,7 @@ def test_peek_bound_on_known_pairs(tmp_path):
     Peeking at quality 1.0 accepts the confident 60% at the small tier: eval quality 1 on every split, eval cost
     (0.6 * 1 + 0.4 * 11) / 10 ~ 0.5; at quality 0.6 peeking keeps everything at the small tier (cost 0.1) and
     misses 0.95 everywhere."""
-    from llm_router.calibration.cli import REPORT_PAIRS, peek_bound
+    from router_calibration.cli import REPORT_PAIRS, peek_bound
 
     rng = np.random.default_rng(1)
     rows = []

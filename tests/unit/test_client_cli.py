@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from llm_router.serve import free_ports
 from router_client import cli
 from router_client.client import RouterError, RouterResult
+from router_launcher.serve import free_ports
 
 
 def test_one_prompt_or_a_file(capsys: pytest.CaptureFixture[str]) -> None:

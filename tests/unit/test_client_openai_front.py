@@ -6,10 +6,9 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from llm_router.serve import free_ports
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from router_client.client import RouterResult
-from router_client.openai_front import (
+from router_frontend.openai_front import (
     ChatCompletionRequest,
     ChatMessage,
     FrontError,
@@ -22,6 +21,7 @@ from router_client.openai_front import (
     sse_event,
     usage_of,
 )
+from router_launcher.serve import free_ports
 
 
 def _messages(*pairs: tuple[str, object]) -> list[ChatMessage]:

@@ -157,9 +157,9 @@ def test_compose_services(compose):
     assert triton["shm_size"] and triton["ulimits"] == {"memlock": -1, "stack": 67108864}
     probe = triton["healthcheck"]["test"]
     # model readiness of everything the router needs (server readiness stays false after a policy reload in 2.51)
-    # and the stubs of the READY Python models (llm_router.watchdog check)
-    assert probe[:5] == ["CMD", "python", "-m", "llm_router.watchdog", "check"]
-    from llm_router.watchdog import main as watchdog_main
+    # and the stubs of the READY Python models (router_launcher.watchdog check)
+    assert probe[:5] == ["CMD", "python", "-m", "router_launcher.watchdog", "check"]
+    from router_launcher.watchdog import main as watchdog_main
 
     with pytest.raises(SystemExit) as parsed:  # the probe's arguments parse (--help after them exits 0)
         watchdog_main([*probe[4:], "--help"])
@@ -168,7 +168,7 @@ def test_compose_services(compose):
     assert set(models) == {"router", "router_stream", "intent_classifier", "tier_small", "tier_medium", "tier_large"}
     command = triton["command"]
     assert command[0] == "router-serve" and "--triton-home=/opt/tritonserver" in command
-    from llm_router.serve import parse_args
+    from router_launcher.serve import parse_args
 
     options = parse_args(command[1:])  # router-serve accepts every flag the service passes
     assert options.host == "0.0.0.0" and options.stub_watchdog == "restart"

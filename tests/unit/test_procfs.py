@@ -1,4 +1,4 @@
-"""llm_router.procfs against real processes: children, process groups, argv, memory, CPU time, zombies, sockets."""
+"""router_launcher.procfs against real processes: children, process groups, argv, memory, CPU time, zombies, sockets."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from llm_router import procfs
-from llm_router.watchdog import find_server_pids, live_stubs
+from router_launcher import procfs
+from router_launcher.watchdog import find_server_pids, live_stubs
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 

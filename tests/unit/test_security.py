@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from llm_router.core import PolicyError, load_policy
-from llm_router.serve import ServerOptions, parse_args
+from router_launcher.serve import ServerOptions, parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "model_repository" / "router" / "1" / "policy.yaml"

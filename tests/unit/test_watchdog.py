@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from llm_router.watchdog import StubProcess, StubWatchdog, expected_instances, parse_stub_cmdline
+from router_launcher.watchdog import StubProcess, StubWatchdog, expected_instances, parse_stub_cmdline
 
 STUB_ARGV = [
     "/tmp/run/backends/python/triton_python_backend_stub",

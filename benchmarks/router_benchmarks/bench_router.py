@@ -5,7 +5,7 @@ cannot escalate; overhead = router p50 - direct p50 at the same concurrency. Wit
 prints the server's CPU milliseconds per request by process (tritonserver and each model's stubs): on a CPU-bound
 host the routed path's extra CPU per request, times concurrency over cores, is what the overhead grows to.
 
-    .venv/bin/python -m router_client.bench_router [--url HOST:PORT] [--concurrency 1 8 16]
+    .venv/bin/python -m router_benchmarks.bench_router [--url HOST:PORT] [--concurrency 1 8 16]
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
-from llm_router.procfs import pid_listening_on
-from llm_router.serve import LocalTritonServer, ServerOptions, free_ports
+from router_launcher.procfs import pid_listening_on
+from router_launcher.serve import LocalTritonServer, ServerOptions, free_ports
 
-from router_client.perf import TABLE_HEADER, CpuMeter, PerfPoint, run_perf_analyzer
+from router_benchmarks.perf import TABLE_HEADER, CpuMeter, PerfPoint, run_perf_analyzer
 
 PROMPTS = Path(__file__).parent / "data" / "bench_prompts.jsonl"
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from llm_router.core.policy import Policy, PolicyError, load_policy, write_policy
 
-from llm_router.calibration.fit import (
+from router_calibration.fit import (
     Candidates,
     Selection,
     candidate_ratios,
@@ -36,9 +37,8 @@ from llm_router.calibration.fit import (
     single_tier_points,
     threshold_grid,
 )
-from llm_router.calibration.logs import OutcomeLog, OutcomeLogError, build_log, filter_rows, load_log, read_any
-from llm_router.calibration.replay import cascade_outcomes, policy_for_chain, replay
-from llm_router.core.policy import Policy, PolicyError, load_policy, write_policy
+from router_calibration.logs import OutcomeLog, OutcomeLogError, build_log, filter_rows, load_log, read_any
+from router_calibration.replay import cascade_outcomes, policy_for_chain, replay
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "outcomes" / "llm_cascades_train.csv.gz"

@@ -66,8 +66,8 @@ from typing import Any
 
 import numpy as np
 
-from llm_router.calibration.logs import OutcomeLog
-from llm_router.calibration.replay import cascade_outcomes
+from router_calibration.logs import OutcomeLog
+from router_calibration.replay import cascade_outcomes
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Soak test of the `router`: many requests at a fixed concurrency, zero failures, memory and /dev/shm watched.
 
-    python -m router_client.soak                      # starts its own local server (model_repository/)
-    python -m router_client.soak --url localhost:8001 --server-pid 1234   # a running server
+    python -m router_benchmarks.soak                      # starts its own local server (model_repository/)
+    python -m router_benchmarks.soak --url localhost:8001 --server-pid 1234   # a running server
 
 Sends `--requests` router requests (default 20,000) with `--concurrency` in flight (default 32) through
 tritonclient.grpc.aio, prompts cycled from `data/bench_prompts.jsonl`, after a warm-up that sends each tier batches
@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from llm_router.procfs import cmdline, pid_listening_on, rss_bytes, server_processes
+from router_launcher.procfs import cmdline, pid_listening_on, rss_bytes, server_processes
 
 DATA = Path(__file__).parent / "data"
 DEFAULT_PROMPTS = DATA / "bench_prompts.jsonl"
@@ -47,7 +47,7 @@ MIB = 1024 * 1024
 
 
 # -- /proc sampling -------------------------------------------------------------------------------------------------
-# rss_bytes, process_names and pid_listening_on are the shared /proc readers of llm_router.procfs (re-exported here)
+# rss_bytes, process_names, pid_listening_on: the shared /proc readers of router_launcher.procfs (re-exported)
 process_names = server_processes  # tritonserver and its stub processes: pid -> `tritonserver` / `stub:<instance>`
 
 
@@ -290,7 +290,7 @@ def memory_table(before: Sample, during: list[Sample], after: Sample) -> list[st
 
 # -- main -----------------------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m router_client.soak", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m router_benchmarks.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="gRPC host:port of a running server (default: start a local one)")
     parser.add_argument("--server-pid", type=int, help="tritonserver's pid with --url (default: found by port)")
     parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.url:
         pid = args.server_pid or pid_listening_on(int(args.url.rsplit(":", 1)[1]))
         return soak(args, args.url, pid)
-    from llm_router.serve import LocalTritonServer, ServeError, ServerOptions, free_ports
+    from router_launcher.serve import LocalTritonServer, ServeError, ServerOptions, free_ports
 
     grpc_port, http_port, metrics_port = free_ports(3)
     log = Path(tempfile.mkdtemp(prefix="router-soak-")) / "triton.log"

@@ -1,10 +1,10 @@
 """Benchmark the intent classifier: perf_analyzer on `intent_classifier` (INT8) and `intent_classifier_fp32`.
 
-Real prompts (client/router_client/data/bench_prompts.jsonl) are the input data; every model runs at each
+Real prompts (benchmarks/router_benchmarks/data/bench_prompts.jsonl) are the input data; every model runs at each
 concurrency in one run and the table prints throughput (prompts/s) and p50/p99 latency.
 
-    .venv/bin/python -m router_client.bench_classifier                 # starts its own server on free ports
-    .venv/bin/python -m router_client.bench_classifier --url localhost:8001
+    .venv/bin/python -m router_benchmarks.bench_classifier                 # starts its own server on free ports
+    .venv/bin/python -m router_benchmarks.bench_classifier --url localhost:8001
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from router_client.perf import TABLE_HEADER, PerfPoint, run_perf_analyzer
+from router_benchmarks.perf import TABLE_HEADER, PerfPoint, run_perf_analyzer
 
 PROMPTS = Path(__file__).resolve().parent / "data" / "bench_prompts.jsonl"
 MODELS = ("intent_classifier", "intent_classifier_fp32")
@@ -38,7 +38,7 @@ def write_input_data(prompts: list[str], path: Path) -> Path:
 
 
 def start_server(stack: ExitStack, repository: Path, models: list[str]) -> str:
-    from llm_router.serve import LocalTritonServer, ServerOptions, free_ports
+    from router_launcher.serve import LocalTritonServer, ServerOptions, free_ports
 
     grpc_port, http_port, metrics_port = free_ports(3)
     options = ServerOptions(

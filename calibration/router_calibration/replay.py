@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from llm_router.calibration.logs import OutcomeLog
 from llm_router.core.decide import Attempt, Classification, DecisionKind, Overrides, decide
 from llm_router.core.policy import INTENTS, Policy, parse_policy
+
+from router_calibration.logs import OutcomeLog
 
 
 @dataclass

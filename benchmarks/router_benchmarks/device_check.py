@@ -1,9 +1,9 @@
 """GPU device check: run the classifier's ONNX model and a tier's ONNX model on onnxruntime's CUDA provider and
 print latencies against the CPU provider. Meant for a session that has a GPU machine, in well under 8 minutes.
 
-    python -m router_client.device_check                      # models found in model_repository/
-    python -m router_client.device_check --wheels .whl        # unpack carried wheels (onnxruntime-gpu, ...) first
-    python -m router_client.device_check --model path/to/model.onnx --model other.onnx --iters 50
+    python -m router_benchmarks.device_check                      # models found in model_repository/
+    python -m router_benchmarks.device_check --wheels .whl        # unpack carried wheels (onnxruntime-gpu, ...) first
+    python -m router_benchmarks.device_check --model path/to/model.onnx --model other.onnx --iters 50
 
 Without built models it measures a synthetic MLP so the provider itself is still checked. Without CUDA it says
 so and exits with status 3 (no traceback); a model that fails on CUDA is reported and the others still run.

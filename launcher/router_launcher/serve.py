@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_router import backends as _backends
-from llm_router import procfs
-from llm_router.watchdog import StubWatchdog
+
+from router_launcher import procfs
+from router_launcher.watchdog import StubWatchdog
 
 LOG_TAIL_LINES = 40
 # Shared memory of each Python-backend stub (one /dev/shm region per model instance; Triton's default is 1 MiB
@@ -64,7 +65,7 @@ class ServerOptions:
     log_verbose: int = 0
     echo_log: bool = False
     # dead Python stubs (Triton 2.51 neither restarts nor reports them): auto = restart in explicit model control,
-    # exit otherwise (see llm_router.watchdog)
+    # exit otherwise (see router_launcher.watchdog)
     stub_watchdog: str = "auto"
     # an installed Triton (e.g. /opt/tritonserver in the NGC image): its bin/tritonserver and backends/ are used as
     # they are, real onnxruntime backend included; default: the nvidia-pytriton wheel + the CPU stand-in

@@ -13,7 +13,7 @@ So the project watches the stubs itself:
   (explicit model control): unload + load it (readiness is false meanwhile, and stays false if the load fails), and
   load again any model that was READY before and is not after (an ensemble whose step was reloaded). Action `exit`:
   stop tritonserver, so `router-serve` exits 1 and a supervisor restarts it. Every detection is logged.
-- `python -m llm_router.watchdog check --url http://localhost:8000` is a one-shot health check for deployments that
+- `python -m router_launcher.watchdog check --url http://localhost:8000` is a one-shot health check for deployments that
   run tritonserver directly (docker HEALTHCHECK, Kubernetes probe): exit 0 when the server (or, with `--models`,
   each named model) is ready and every READY Python-backend model has all its stub processes, 1 otherwise.
 
@@ -34,7 +34,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from llm_router import procfs
+from router_launcher import procfs
 
 STUB_BINARY = "triton_python_backend_stub"
 ACTIONS = ("restart", "exit", "off")
@@ -285,7 +285,7 @@ class StubWatchdog:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m llm_router.watchdog",
+        prog="python -m router_launcher.watchdog",
         description="Health of a Triton server's Python-backend stubs (Triton 2.51 does not report dead stubs).",
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -158,8 +158,8 @@ class CpuMeter:
         return sum(int(m["inference_stats"]["success"].get("count", 0)) for m in stats.get("model_stats", []))
 
     def _cpu_by_group(self) -> dict[str, float]:
-        from llm_router.procfs import cpu_seconds
-        from llm_router.watchdog import live_stubs
+        from router_launcher.procfs import cpu_seconds
+        from router_launcher.watchdog import live_stubs
 
         groups = {stub.pid: stub.model for stub in live_stubs(self.server_pid)}  # a model's instances summed
         return cpu_seconds({self.server_pid: "tritonserver", **groups})

@@ -1,7 +1,7 @@
 """perf_analyzer input-data JSON files built from real prompts of mixed intents.
 
-    python -m router_client.inputs --out-dir artifacts/bench/inputs             # from ../shared/data
-    python -m router_client.inputs --data-dir /path/to/data --per-intent 20 --max-tokens 32
+    python -m router_benchmarks.inputs --out-dir artifacts/bench/inputs             # from ../shared/data
+    python -m router_benchmarks.inputs --data-dir /path/to/data --per-intent 20 --max-tokens 32
 
 Prompts come from the Apache-2.0 intent data in `../shared/data/intent` (T0/P3 templates, Arena-Hard-Auto,
 Self-Instruct user-oriented), a fixed number per intent, picked with a seed. Without that folder the committed
@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import router_client
+
 PACKAGE_DATA = Path(__file__).parent / "data"
 BENCH_SAMPLE = PACKAGE_DATA / "bench_prompts.jsonl"
-DEMO_SAMPLE = PACKAGE_DATA / "demo_prompts.jsonl"
+DEMO_SAMPLE = Path(router_client.__file__).parent / "data" / "demo_prompts.jsonl"  # the demo's prompts
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 MAX_PROMPT_CHARS = 2000  # long articles make CPU tiers slow and the committed sample large
@@ -266,7 +268,7 @@ def write_sample(path: Path, prompts: Sequence[Prompt]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m router_client.inputs",
+        prog="python -m router_benchmarks.inputs",
         description="Write perf_analyzer input-data JSON from real prompts.",
     )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: ../shared/data")

@@ -1,6 +1,6 @@
 """Benchmark the local Triton server itself: start-to-ready time and perf_analyzer on the smoke ONNX model.
 
-.venv/bin/python -m router_client.bench_server
+.venv/bin/python -m router_benchmarks.bench_server
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from llm_router.serve import LocalTritonServer, ServerOptions, free_ports
-from llm_router.smoke_model import SMOKE_MODEL, write_smoke_repository
+from router_launcher.serve import LocalTritonServer, ServerOptions, free_ports
 
-from router_client.perf import TABLE_HEADER, run_perf_analyzer
+from router_benchmarks.perf import TABLE_HEADER, run_perf_analyzer
+from router_benchmarks.smoke_model import SMOKE_MODEL, write_smoke_repository
 
 
 def main(argv: list[str] | None = None) -> int:

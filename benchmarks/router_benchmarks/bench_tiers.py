@@ -6,8 +6,8 @@ tier reports. `--instances`, `--threads` and `--batching` serve a copy of the ti
 compare dynamic batching with several instances or generation threads. `--perf-analyzer` also runs perf_analyzer
 (`--streaming`) at the same concurrencies and prints its inferences/s.
 
-    router-bench-tiers            (python -m router_client.bench_tiers)
-    python -m router_client.bench_tiers --batching false --threads 1 --instances 4
+    router-bench-tiers            (python -m router_benchmarks.bench_tiers)
+    python -m router_benchmarks.bench_tiers --batching false --threads 1 --instances 4
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def variant_repository(source: Path, target: Path, tiers: list[str], args: argpa
 
 
 def perf_analyzer_rows(url: str, tiers: list[str], concurrency: list[int], max_tokens: int) -> list[str]:
-    from router_client.perf import run_perf_analyzer
+    from router_benchmarks.perf import run_perf_analyzer
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         run(args.url)
         return 0
-    from llm_router.serve import LocalTritonServer, ServerOptions, free_ports
+    from router_launcher.serve import LocalTritonServer, ServerOptions, free_ports
 
     with tempfile.TemporaryDirectory(prefix="bench-tiers-") as tmp:
         repo = variant_repository(args.model_repository, Path(tmp) / "models", args.tiers, args)

@@ -1,6 +1,6 @@
 """OpenAI-compatible HTTP front for the router: `POST /v1/chat/completions` (with `stream`), `GET /v1/models`.
 
-    python -m router_client.openai_front --port 8080 --triton-url localhost:8001
+    python -m router_frontend.openai_front --port 8080 --triton-url localhost:8001
 
 Requests are forwarded over gRPC to Triton: `router` for plain requests, `router_stream` for `stream: true`.
 
@@ -55,8 +55,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
-
 from router_client.client import (
     DEFAULT_URL,
     ROUTER_MODEL,
@@ -68,6 +66,7 @@ from router_client.client import (
     RouterResult,
     StreamDelta,
 )
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 MODEL_NAMES = (ROUTER_MODEL, *TIER_MODELS)
 OWNER = "triton-llm-router"
@@ -579,7 +578,7 @@ async def stream_chunks(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m router_client.openai_front",
+        prog="python -m router_frontend.openai_front",
         description="OpenAI-compatible HTTP front (/v1/chat/completions, /v1/models) for the Triton router.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")

@@ -6,7 +6,7 @@
 
 For every model: a concurrency sweep, then a request-rate sweep (`--request-rate`, or fractions of the highest
 throughput the concurrency sweep measured). Decoupled models (`router_stream`, the tiers) are driven with
-`perf_analyzer --streaming`. Requests are real prompts of mixed intents (`router_client.inputs`). Triton's
+`perf_analyzer --streaming`. Requests are real prompts of mixed intents (`router_benchmarks.inputs`). Triton's
 /metrics is read before and after each model's sweeps.
 
 Writes into `--output-dir` (default artifacts/bench/): summary.md and summary.csv (one row per measured
@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router_client.inputs import DEFAULT_DATA_DIR, load_prompts, write_input_files
-from router_client.perf import perf_analyzer_binary, perf_analyzer_env
+from router_benchmarks.inputs import DEFAULT_DATA_DIR, load_prompts, write_input_files
+from router_benchmarks.perf import perf_analyzer_binary, perf_analyzer_env
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BENCH_MODELS = ("router", "router_stream", "intent_classifier", "tier_small", "tier_medium", "tier_large")
@@ -757,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.t0 = t0
     if args.url:
         return run(args, args.url, args.metrics_url)
-    from llm_router.serve import LocalTritonServer, ServeError, ServerOptions, free_ports
+    from router_launcher.serve import LocalTritonServer, ServeError, ServerOptions, free_ports
 
     grpc_port, http_port, metrics_port = free_ports(3)
     args.output_dir.mkdir(parents=True, exist_ok=True)

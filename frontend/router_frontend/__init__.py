@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP front (router-openai) in front of the router."""
