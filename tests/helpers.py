@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
-import re
 import threading
 import time
 import urllib.request
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from prometheus_client.parser import text_string_to_metric_families
 from router_benchmarks.smoke_model import (  # noqa: F401
     IN_FEATURES,
     OUT_FEATURES,
@@ -78,14 +79,15 @@ def openai_front(grpc_url: str, **app_options: Any) -> Iterator[str]:
 
 
 def metric_value(url: str, name: str, **labels: str) -> float:
-    """Sum of the samples of metric `name` whose labels include `labels` (Prometheus text at `url`)."""
+    """Sum of the samples named `name` whose labels include `labels` (Prometheus text at `url`; prometheus_client
+    names a counter's samples `<name>_total`)."""
     text = urllib.request.urlopen(url, timeout=10).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-        if match and all(dict(re.findall(r'(\w+)="([^"]*)"', match.group(1))).get(k) == v for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
+    return math.fsum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 # -- gRPC requests ----------------------------------------------------------------------------------------------------

@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import math
-import re
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -34,8 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from llm_router.core.jsonsafe import json_safe
+from prometheus_client.parser import text_string_to_metric_families
+
 from router_benchmarks.inputs import DEFAULT_DATA_DIR, load_prompts, write_input_files
-from router_benchmarks.perf import perf_analyzer_binary, perf_analyzer_env
+from router_benchmarks.perf import Measurement, PerfPoint, run_level
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BENCH_MODELS = ("router", "router_stream", "intent_classifier", "tier_small", "tier_medium", "tier_large")
@@ -66,127 +66,12 @@ QUICK = {
 }
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """How perf_analyzer measures one level.
-
-    Count windows: each window lasts until `window_requests` requests completed (at least 1 s), and the
-    level ends when three windows agree within `stability` percent (or after `max_trials` windows). With
-    `request_count`, it sends exactly that many requests and measures once (its throughput is then computed
-    over at least 1 s, so it understates fast models).
-    """
-
-    window_requests: int = 16
-    stability: float = 50.0
-    max_trials: int = 6
-    request_count: int | None = None
-
-
-@dataclass
-class BenchPoint:
-    """One measured (or skipped / failed) load level of one model."""
-
-    model: str
-    mode: str  # concurrency | rate
-    level: float
-    status: str = "ok"  # ok | failed: ... | skipped: ...
-    throughput: float = math.nan  # inferences (requests) per second
-    response_throughput: float = math.nan  # responses per second (decoupled models)
-    p50_ms: float = math.nan
-    p90_ms: float = math.nan
-    p95_ms: float = math.nan
-    p99_ms: float = math.nan
-    avg_ms: float = math.nan
-    server_queue_ms: float = math.nan
-    server_compute_ms: float = math.nan
-    seconds: float = 0.0  # wall time of the perf_analyzer run
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
 @dataclass
 class ModelPlan:
     name: str
     layout: str
     streaming: bool
-    points: list[BenchPoint] = field(default_factory=list)
-
-
-# -- perf_analyzer ----
-
-
-def _us_to_ms(row: dict[str, str], column: str) -> float:
-    value = row.get(column)
-    return float(value) / 1000.0 if value not in (None, "") else math.nan
-
-
-def parse_perf_csv(text: str, model: str, mode: str) -> list[BenchPoint]:
-    """The points of a perf_analyzer `-f` CSV report (latencies there are in microseconds)."""
-    points = []
-    for row in csv.DictReader(io.StringIO(text)):
-        level = row.get("Concurrency") or row.get("Request Rate")
-        if level in (None, ""):
-            continue
-        compute = [_us_to_ms(row, c) for c in ("Server Compute Input", "Server Compute Infer", "Server Compute Output")]
-        response_tp = row.get("Response Throughput")
-        points.append(
-            BenchPoint(
-                model=model,
-                mode=mode,
-                level=float(level),
-                throughput=float(row["Inferences/Second"]),
-                response_throughput=float(response_tp) if response_tp not in (None, "") else math.nan,
-                p50_ms=_us_to_ms(row, "p50 latency"),
-                p90_ms=_us_to_ms(row, "p90 latency"),
-                p95_ms=_us_to_ms(row, "p95 latency"),
-                p99_ms=_us_to_ms(row, "p99 latency"),
-                avg_ms=_us_to_ms(row, "Avg latency"),
-                server_queue_ms=_us_to_ms(row, "Server Queue"),
-                server_compute_ms=math.fsum(c for c in compute if not math.isnan(c)),
-            )
-        )
-    return points
-
-
-def perf_command(
-    model: str,
-    url: str,
-    mode: str,
-    level: float,
-    input_data: Path,
-    report: Path,
-    *,
-    streaming: bool,
-    measurement: Measurement,
-) -> list[str]:
-    """perf_analyzer's command line for one load level over gRPC."""
-    flag = "--concurrency-range" if mode == "concurrency" else "--request-rate-range"
-    cmd = [
-        str(perf_analyzer_binary()),
-        "-m", model,
-        "-u", url,
-        "-i", "grpc",
-        flag, f"{level:g}",
-        "--input-data", str(input_data),
-        "-f", str(report),
-        "--verbose-csv",
-    ]  # fmt: skip
-    if measurement.request_count:
-        cmd += ["--request-count", str(measurement.request_count)]
-    else:
-        cmd += [
-            "--measurement-mode", "count_windows",
-            "--measurement-request-count", str(measurement.window_requests),
-            "--stability-percentage", f"{measurement.stability:g}",
-            "--max-trials", str(measurement.max_trials),
-        ]  # fmt: skip
-    if mode == "concurrency" and level > 4:
-        cmd += ["--max-threads", str(int(level))]
-    if streaming:
-        cmd.append("--streaming")
-    return cmd
+    points: list[PerfPoint] = field(default_factory=list)
 
 
 def rate_levels(max_throughput: float, fractions: Sequence[float]) -> list[float]:
@@ -219,89 +104,32 @@ def estimated_seconds(mode: str, level: float, measurement: Measurement, last_av
     return windows * max(1.0, per_window) + latency_s + 0.5
 
 
-def run_level(
-    plan: ModelPlan,
-    url: str,
-    mode: str,
-    level: float,
-    input_data: Path,
-    csv_out: Path,
-    *,
-    measurement: Measurement,
-    timeout_s: float,
-) -> BenchPoint:
-    """Run perf_analyzer at one level; a failure or a timeout becomes a point with that status."""
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.csv"
-        cmd = perf_command(
-            plan.name, url, mode, level, input_data, report,
-            streaming=plan.streaming, measurement=measurement,
-        )  # fmt: skip
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, env=perf_analyzer_env(), timeout=timeout_s, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return BenchPoint(plan.name, mode, level, status=f"failed: no result within {timeout_s:.0f}s")
-        seconds = time.monotonic() - started
-        if proc.returncode != 0 or not report.exists():
-            lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-            reason = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "")
-            return BenchPoint(plan.name, mode, level, status=f"failed: {reason[:140]}", seconds=seconds)
-        text = report.read_text()
-    append_csv(csv_out, text)
-    points = parse_perf_csv(text, plan.name, mode)
-    if not points:
-        return BenchPoint(plan.name, mode, level, status="failed: empty perf_analyzer report", seconds=seconds)
-    point = points[-1]
-    point.seconds = seconds
-    return point
-
-
-def append_csv(path: Path, text: str) -> None:
-    """Append a CSV report to `path`, keeping only the first header line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.stat().st_size:
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-    with open(path, "a") as out:
-        out.write(text)
-
-
 # -- server metrics ----
-
-_METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 MetricKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
-def parse_prometheus(text: str) -> dict[MetricKey, float]:
-    """Prometheus text format -> {(name, sorted labels): value}; comments and malformed lines are skipped."""
-    samples: dict[MetricKey, float] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _METRIC_LINE.match(line)
-        if not match:
-            continue
-        try:
-            value = float(match.group(4))
-        except ValueError:
-            continue
-        labels = tuple(sorted(_LABEL.findall(match.group(3) or "")))
-        samples[(match.group(1), labels)] = value
-    return samples
+def scrape(text: str) -> dict[MetricKey, float]:
+    """Prometheus text (prometheus_client's parser) -> {(sample name, sorted labels): value}.
+
+    The parser names every counter's sample `<name>_total`, also Triton's (`nv_inference_count` is printed without
+    the suffix but declared a counter): the counters below are looked up by those names.
+    """
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def fetch_metrics(metrics_url: str | None) -> dict[MetricKey, float]:
+    """Triton's /metrics now ({} without a URL, or when it cannot be read)."""
     if not metrics_url:
         return {}
     try:
         with urllib.request.urlopen(metrics_url, timeout=5) as resp:
-            return parse_prometheus(resp.read().decode("utf-8", errors="replace"))
-    except OSError:
+            return scrape(resp.read().decode("utf-8", errors="replace"))
+    except (OSError, ValueError):  # unreachable, or not Prometheus text
         return {}
 
 
@@ -327,23 +155,25 @@ def _by_label(delta: dict[MetricKey, float], name: str, label: str) -> dict[str,
 
 def server_summary(delta: dict[MetricKey, float], model: str) -> dict[str, Any]:
     """What Triton's metrics say about one model over a sweep (and, for the router, which tiers answered)."""
-    success = _sum(delta, "nv_inference_request_success", model=model)
-    executions = _sum(delta, "nv_inference_exec_count", model=model)
-    inferences = _sum(delta, "nv_inference_count", model=model)
+    success = _sum(delta, "nv_inference_request_success_total", model=model)
+    executions = _sum(delta, "nv_inference_exec_count_total", model=model)
+    inferences = _sum(delta, "nv_inference_count_total", model=model)
 
     def avg_ms(name: str) -> float | None:
         return round(_sum(delta, name, model=model) / success / 1000, 3) if success else None
 
     summary: dict[str, Any] = {
         "requests_ok": int(success),
-        "requests_failed": int(_sum(delta, "nv_inference_request_failure", model=model)),
-        "avg_request_ms": avg_ms("nv_inference_request_duration_us"),
-        "avg_queue_ms": avg_ms("nv_inference_queue_duration_us"),
-        "avg_compute_infer_ms": avg_ms("nv_inference_compute_infer_duration_us"),
+        "requests_failed": int(_sum(delta, "nv_inference_request_failure_total", model=model)),
+        "avg_request_ms": avg_ms("nv_inference_request_duration_us_total"),
+        "avg_queue_ms": avg_ms("nv_inference_queue_duration_us_total"),
+        "avg_compute_infer_ms": avg_ms("nv_inference_compute_infer_duration_us_total"),
         "inferences_per_execution": round(inferences / executions, 3) if executions else None,
     }
     called = {
-        m: int(v) for m, v in _by_label(delta, "nv_inference_request_success", "model").items() if m != model and v > 0
+        m: int(v)
+        for m, v in _by_label(delta, "nv_inference_request_success_total", "model").items()
+        if m != model and v > 0
     }
     if called:
         summary["other_models_requests"] = called
@@ -362,14 +192,15 @@ def server_summary(delta: dict[MetricKey, float], model: str) -> dict[str, Any]:
 
 # -- outputs ----
 
-CSV_FIELDS = [f for f in BenchPoint.__dataclass_fields__]
+CSV_FIELDS = [f for f in PerfPoint.__dataclass_fields__]
+RATE_REACHED_SHARE = 0.9  # a request rate counts as reached when the measured throughput is at least this share
 
 
 def _fmt(value: float, digits: int = 1) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def summary_markdown(points: Sequence[BenchPoint], header_lines: Sequence[str] = ()) -> str:
+def summary_markdown(points: Sequence[PerfPoint], header_lines: Sequence[str] = ()) -> str:
     """The summary table (markdown); latencies in ms, throughput in requests/s."""
     lines = list(header_lines)
     lines += [
@@ -386,10 +217,54 @@ def summary_markdown(points: Sequence[BenchPoint], header_lines: Sequence[str] =
             f"| {_fmt(p.p50_ms)} | {_fmt(p.p90_ms)} | {_fmt(p.p99_ms)} "
             f"| {_fmt(p.server_queue_ms)} | {_fmt(p.server_compute_ms)} |"
         )
+    missed = [p for p in points if rate_not_reached(p)]
+    if missed:
+        lines.append("")
+        lines += [
+            f"Not reached: {p.model} at {p.level:g} req/s ran at {p.throughput:.2f} req/s "
+            f"({100 * p.throughput / p.level:.0f}%); the server could not keep up, so that row is not the latency "
+            f"at {p.level:g} req/s."
+            for p in missed
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_summary_csv(points: Sequence[BenchPoint], path: Path) -> None:
+def rate_not_reached(point: PerfPoint, share: float = RATE_REACHED_SHARE) -> bool:
+    """A request-rate point whose measured throughput stayed below `share` of the rate asked for."""
+    return point.ok and point.mode == "rate" and point.throughput < share * point.level
+
+
+def server_markdown(server: dict[str, dict[str, Any]]) -> str:
+    """Triton's /metrics deltas over each model's runs as markdown tables (server_metrics.json has them as JSON)."""
+    lines = [
+        "| model | requests ok | failed | avg request ms | avg queue ms | avg compute ms | inferences/execution |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, s in server.items():
+        cells = [s.get(k) for k in ("avg_request_ms", "avg_queue_ms", "avg_compute_infer_ms")]
+        lines.append(
+            f"| {model} | {s.get('requests_ok', 0)} | {s.get('requests_failed', 0)} | "
+            + " | ".join(_fmt(c, 2) for c in cells)
+            + f" | {_fmt(s.get('inferences_per_execution'), 2)} |"
+        )
+    routers = {m: s for m, s in server.items() if "router_answered_by_tier" in s}
+    if routers:
+        lines += [
+            "",
+            "| model | answered by tier | escalations | fallbacks | cost USD | saved vs largest tier USD | by intent |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for model, s in routers.items():
+            tiers = ", ".join(f"{t} {n}" for t, n in s["router_answered_by_tier"].items())
+            intents = ", ".join(f"{i} {n}" for i, n in s.get("router_by_intent", {}).items())
+            lines.append(
+                f"| {model} | {tiers} | {s['router_escalations']} | {s['router_fallbacks']} | "
+                f"{s['router_cost_usd']:.6f} | {s['router_cost_saved_usd']:.6f} | {intents} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_summary_csv(points: Sequence[PerfPoint], path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
         writer.writeheader()
@@ -399,7 +274,7 @@ def write_summary_csv(points: Sequence[BenchPoint], path: Path) -> None:
             )
 
 
-def plot_latency_throughput(points: Sequence[BenchPoint], path: Path, title: str) -> bool:
+def plot_latency_throughput(points: Sequence[PerfPoint], path: Path, title: str) -> bool:
     """p50 (solid) and p99 (dashed) latency against throughput per model and sweep; False if no point."""
     import matplotlib
 
@@ -423,8 +298,9 @@ def plot_latency_throughput(points: Sequence[BenchPoint], path: Path, title: str
             ax.plot(xs, [p.p50_ms for p in series], marker=marker, color=color, label=f"{label} p50")
             ax.plot(xs, [p.p99_ms for p in series], marker=marker, color=color, linestyle="--", alpha=0.6)
             for p in series:
+                point_label = f"c={p.level:g}" if mode == "concurrency" else f"{p.level:g} req/s"
                 ax.annotate(
-                    f"{p.level:g}", (p.throughput, p.p50_ms), textcoords="offset points", xytext=(4, 4),
+                    point_label, (p.throughput, p.p50_ms), textcoords="offset points", xytext=(4, 4),
                     fontsize=7, color=color,
                 )  # fmt: skip
     if len(models) > 1:
@@ -432,6 +308,10 @@ def plot_latency_throughput(points: Sequence[BenchPoint], path: Path, title: str
         ax.set_yscale("log")
     ax.set_xlabel("throughput (requests/s)")
     ax.set_ylabel("latency (ms): p50 solid, p99 dashed")
+    ax.text(
+        0.01, 0.99, "point labels: c=N concurrency, N req/s request rate", transform=ax.transAxes, fontsize=7,
+        va="top", alpha=0.7,
+    )  # fmt: skip
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
@@ -551,7 +431,7 @@ class Sweeper:
         self.budget = Budget(None if args.time_budget is None else args.time_budget - (time.monotonic() - args.t0))
         self.deltas: dict[str, dict[MetricKey, float]] = {}
 
-    def measure(self, plan: ModelPlan, mode: str, level: float) -> BenchPoint:
+    def measure(self, plan: ModelPlan, mode: str, level: float) -> PerfPoint:
         left = self.budget.left()
         ok_points = [p for p in plan.points if p.ok]
         last_avg = None
@@ -561,17 +441,18 @@ class Sweeper:
         needed = estimated_seconds(mode, level, self.args.measurement, last_avg)
         if self.server_down or (self.server_alive is not None and not self.server_alive()):
             self.server_down = True
-            point = BenchPoint(plan.name, mode, level, status="skipped: the server exited (see triton.log)")
+            point = PerfPoint(plan.name, mode, level, status="skipped: the server exited (see triton.log)")
         elif any(p.status.startswith("failed: no result") for p in plan.points):
-            point = BenchPoint(plan.name, mode, level, status="skipped: an earlier level timed out")
+            point = PerfPoint(plan.name, mode, level, status="skipped: an earlier level timed out")
         elif left < 3 or needed > left:
-            point = BenchPoint(plan.name, mode, level, status="skipped: time budget")
+            point = PerfPoint(plan.name, mode, level, status="skipped: time budget")
         else:
             before = fetch_metrics(self.metrics_url)
             point = run_level(
-                plan, self.url, mode, level, self.inputs[plan.layout],
-                self.args.output_dir / "perf" / f"{plan.name}.csv",
-                measurement=self.args.measurement, timeout_s=min(self.args.level_timeout, max(left, 5)),
+                plan.name, self.url, mode, level,
+                input_data=self.inputs[plan.layout], streaming=plan.streaming, measurement=self.args.measurement,
+                timeout_s=min(self.args.level_timeout, max(left, 5)),
+                csv_out=self.args.output_dir / "perf" / f"{plan.name}.csv",
             )  # fmt: skip
             after = fetch_metrics(self.metrics_url)
             if "failed to connect" in point.status:
@@ -618,16 +499,6 @@ def token_length_filter(tokenizer: Path | None, max_prompt_tokens: int) -> tuple
     return accept, f"prompts of at most {max_prompt_tokens} tokens ({tokenizer.parent.parent.parent.name} tokenizer)"
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) by linear interpolation; nan for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def measure_time_to_first_token(
     url: str, prompts: Sequence[str], max_tokens: int, budget: Budget | None = None, timeout_s: float = 60.0
 ) -> dict[str, Any]:
@@ -661,18 +532,19 @@ def measure_time_to_first_token(
                     continue
                 if seen_first is not None:
                     first.append(seen_first * 1000)
+        first_p50, first_p90 = np.percentile(first, [50, 90]) if first else (math.nan, math.nan)
         return {
             "requests": sent,
             "errors": errors,
-            "first_token_p50_ms": round(percentile(first, 50), 1),
-            "first_token_p90_ms": round(percentile(first, 90), 1),
-            "complete_p50_ms": round(percentile(total, 50), 1),
+            "first_token_p50_ms": round(float(first_p50), 1),
+            "first_token_p90_ms": round(float(first_p90), 1),
+            "complete_p50_ms": round(float(np.percentile(total, 50)), 1) if total else math.nan,
         }
 
     return asyncio.run(measure())
 
 
-def _point_line(p: BenchPoint) -> str:
+def _point_line(p: PerfPoint) -> str:
     return f"{p.throughput:8.2f} req/s  p50 {p.p50_ms:9.1f} ms  p99 {p.p99_ms:9.1f} ms  ({p.seconds:.0f}s)"
 
 
@@ -683,6 +555,9 @@ def describe_run(args: argparse.Namespace, url: str, n_prompts: int, origin: str
         if m.request_count
         else f"count windows of {m.window_requests} requests, stable within {m.stability:g}% "
         f"(at most {m.max_trials} windows)"
+        if m.stability < 100
+        else f"count windows of {m.window_requests} requests, no stability requirement (--quick takes the first "
+        f"windows perf_analyzer measures, at most {m.max_trials})"
     )
     return (
         f"perf_analyzer over gRPC ({url}); {n_prompts} real prompts of mixed intents ({origin}); "
@@ -734,11 +609,11 @@ def run(args: argparse.Namespace, url: str, metrics_url: str | None, server_aliv
             f"p90 {ttft['first_token_p90_ms']} ms; complete answer p50 {ttft['complete_p50_ms']} ms.\n"
         )
     if server:
-        markdown += "\nServer metrics over each model's runs (Triton /metrics deltas):\n\n```json\n"
-        markdown += json.dumps(server, indent=1) + "\n```\n"
+        markdown += "\nServer metrics over each model's runs (Triton /metrics deltas):\n\n" + server_markdown(server)
     (out / "summary.md").write_text(markdown)
     write_summary_csv(points, out / "summary.csv")
-    (out / "server_metrics.json").write_text(json.dumps({**server, "router_stream_ttft": ttft}, indent=1))
+    metrics = json_safe({**server, "router_stream_ttft": ttft})  # a nan p50 (no first token) is null, not NaN
+    (out / "server_metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False))
     if not args.no_plots:
         plot_latency_throughput(points, out / "latency_throughput.png", "latency vs throughput (all models)")
         for plan in plans:
@@ -757,30 +632,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.t0 = t0
     if args.url:
         return run(args, args.url, args.metrics_url)
-    from router_launcher.serve import LocalTritonServer, ServeError, ServerOptions, free_ports
+    from router_launcher.serve import LocalTritonServer, ServeError, ServerOptions
 
-    grpc_port, http_port, metrics_port = free_ports(3)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "triton.log").unlink(missing_ok=True)
-    options = ServerOptions(
-        model_repository=args.model_repository,
-        grpc_port=grpc_port,
-        http_port=http_port,
-        metrics_port=metrics_port,
-        log_file=args.output_dir / "triton.log",
-    )
+    options = ServerOptions.on_free_ports(args.model_repository, log_file=args.output_dir / "triton.log")
     try:
-        server = LocalTritonServer(options)
-        server.start()
+        with LocalTritonServer(options) as server:
+            print(f"router-bench: server ready in {server.startup_seconds:.1f}s (gRPC {server.grpc_url})")
+            alive = lambda: server.process is not None and server.process.poll() is None  # noqa: E731
+            return run(args, server.grpc_url, args.metrics_url or server.metrics_url, alive)
     except ServeError as exc:
         print(f"router-bench: {exc}", file=sys.stderr)
         return 2
-    print(f"router-bench: server ready in {server.startup_seconds:.1f}s (gRPC {server.grpc_url})")
-    try:
-        alive = lambda: server.process is not None and server.process.poll() is None  # noqa: E731
-        return run(args, server.grpc_url, args.metrics_url or server.metrics_url, alive)
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

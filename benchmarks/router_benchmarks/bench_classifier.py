@@ -15,7 +15,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from router_benchmarks.perf import TABLE_HEADER, PerfPoint, run_perf_analyzer
+from router_benchmarks.perf import PerfPoint, points_table, run_perf_analyzer
 
 PROMPTS = Path(__file__).resolve().parent / "data" / "bench_prompts.jsonl"
 MODELS = ("intent_classifier", "intent_classifier_fp32")
@@ -38,17 +38,9 @@ def write_input_data(prompts: list[str], path: Path) -> Path:
 
 
 def start_server(stack: ExitStack, repository: Path, models: list[str]) -> str:
-    from router_launcher.serve import LocalTritonServer, ServerOptions, free_ports
+    from router_launcher.serve import LocalTritonServer, ServerOptions
 
-    grpc_port, http_port, metrics_port = free_ports(3)
-    options = ServerOptions(
-        model_repository=repository,
-        grpc_port=grpc_port,
-        http_port=http_port,
-        metrics_port=metrics_port,
-        model_control_mode="explicit",
-        load_models=models,
-    )
+    options = ServerOptions.on_free_ports(repository, model_control_mode="explicit", load_models=models)
     server = stack.enter_context(LocalTritonServer(options))
     print(f"server ready in {server.startup_seconds:.1f} s on {server.grpc_url}")
     return server.grpc_url
@@ -71,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             points += run_perf_analyzer(
                 model, url, concurrency=args.concurrency, input_data=input_data, measurement_ms=args.measurement_ms
             )
-    print(TABLE_HEADER)
-    for point in points:
-        print(point.row())
+    print(points_table(points))
     return 0
 
 

@@ -17,9 +17,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from router_launcher.procfs import pid_listening_on
-from router_launcher.serve import LocalTritonServer, ServerOptions, free_ports
+from router_launcher.serve import LocalTritonServer, ServerOptions
 
-from router_benchmarks.perf import TABLE_HEADER, CpuMeter, PerfPoint, run_perf_analyzer
+from router_benchmarks.perf import CpuMeter, PerfPoint, points_table, run_perf_analyzer
 
 PROMPTS = Path(__file__).parent / "data" / "bench_prompts.jsonl"
 
@@ -55,16 +55,13 @@ def measure(
                     extra_args=["--request-parameter", "max_tier:tier_small:string"],
                 )[0]  # fmt: skip
             rows.append((direct, routed))
-    lines = [TABLE_HEADER]
-    for direct, routed in rows:
-        lines += [direct.row(), routed.row()]
-    lines.append("")
+    lines = [points_table(point for pair in rows for point in pair), ""]
     lines.append(
         f"{'concurrency':>11} {'direct p50':>11} {'router p50':>11} {'overhead p50 ms':>16} {'overhead p99 ms':>16}"
     )
     for direct, routed in rows:
         lines.append(
-            f"{direct.concurrency:>11g} {direct.p50_ms:>11.2f} {routed.p50_ms:>11.2f} "
+            f"{direct.level:>11g} {direct.p50_ms:>11.2f} {routed.p50_ms:>11.2f} "
             f"{routed.p50_ms - direct.p50_ms:>16.2f} {routed.p99_ms - direct.p99_ms:>16.2f}"
         )
     if meter is not None:
@@ -88,11 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         pid = pid_listening_on(port)  # a server on this host: CPU per request is measured too
         print(measure(args.url, prompts, args.max_tokens, args.concurrency, args.measurement_ms, pid))
         return 0
-    grpc_port, http_port, metrics_port = free_ports(3)
-    options = ServerOptions(
-        model_repository=args.model_repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port
-    )
-    with LocalTritonServer(options) as server:
+    with LocalTritonServer(ServerOptions.on_free_ports(args.model_repository)) as server:
         print(f"server ready in {server.startup_seconds:.1f}s; {len(prompts)} prompts, max_tokens={args.max_tokens}")
         server_pid = server.process.pid if server.process else None
         print(measure(server.grpc_url, prompts, args.max_tokens, args.concurrency, args.measurement_ms, server_pid))

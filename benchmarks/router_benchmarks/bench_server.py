@@ -9,9 +9,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from router_launcher.serve import LocalTritonServer, ServerOptions, free_ports
+from router_launcher.serve import LocalTritonServer, ServerOptions
 
-from router_benchmarks.perf import TABLE_HEADER, run_perf_analyzer
+from router_benchmarks.perf import points_table, run_perf_analyzer
 from router_benchmarks.smoke_model import SMOKE_MODEL, write_smoke_repository
 
 
@@ -22,18 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         repo = write_smoke_repository(Path(tmp) / "repo")
-        grpc_port, http_port, metrics_port = free_ports(3)
-        options = ServerOptions(
-            model_repository=repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port
-        )
-        with LocalTritonServer(options) as server:
+        with LocalTritonServer(ServerOptions.on_free_ports(repo)) as server:
             print(f"server start-to-ready: {server.startup_seconds:.2f} s")
             points = run_perf_analyzer(
                 SMOKE_MODEL, server.grpc_url, concurrency=args.concurrency, measurement_ms=args.measurement_ms
             )
-    print(TABLE_HEADER)
-    for point in points:
-        print(point.row())
+    print(points_table(points))
     return 0
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-TIERS = ("tier_small", "tier_medium", "tier_large")
 PROMPTS = (
     "Summarise the plot of a detective story in two sentences.",
     "Explain how a hash map handles collisions.",
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_tiers", description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=None, help="measure a running server (gRPC host:port)")
     parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--tiers", nargs="+", default=list(TIERS))
+    parser.add_argument("--tiers", nargs="+", help="default: every tier of the server (router_client server_tiers)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=6.0, help="measurement window per point")
@@ -183,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run(url: str) -> None:
+        from router_client.client import server_tiers
+
+        tiers = args.tiers or server_tiers(url)
         print(f"max_tokens {args.max_tokens}, {args.seconds:g}s per point, gRPC streaming clients (closed loop)")
         print(HEADER)
-        for tier in args.tiers:
+        for tier in tiers:
             for concurrency in args.concurrency:
                 print(measure(url, tier, concurrency, args.max_tokens, args.seconds).row(), flush=True)
         if args.perf_analyzer:
@@ -193,31 +195,21 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{'model':<24} {'conc':>6} {'infer/s':>10} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'tokens/s':>10}"
             )
-            for row in perf_analyzer_rows(url, args.tiers, args.concurrency, args.max_tokens):
+            for row in perf_analyzer_rows(url, tiers, args.concurrency, args.max_tokens):
                 print(row, flush=True)
 
     if args.url:
         run(args.url)
         return 0
-    from router_launcher.serve import LocalTritonServer, ServerOptions, free_ports
+    from router_launcher.serve import LocalTritonServer, ServerOptions
 
     with tempfile.TemporaryDirectory(prefix="bench-tiers-") as tmp:
-        repo = variant_repository(args.model_repository, Path(tmp) / "models", args.tiers, args)
-        grpc_port, http_port, metrics_port = free_ports(3)
-        server = LocalTritonServer(
-            ServerOptions(
-                model_repository=repo,
-                grpc_port=grpc_port,
-                http_port=http_port,
-                metrics_port=metrics_port,
-                log_file=Path(tmp) / "triton.log",
-            )
-        )
-        server.start()
-        try:
+        from llm_router.protocol import repository_tiers
+
+        tiers = args.tiers or repository_tiers(args.model_repository)
+        repo = variant_repository(args.model_repository, Path(tmp) / "models", tiers, args)
+        with LocalTritonServer(ServerOptions.on_free_ports(repo, log_file=Path(tmp) / "triton.log")) as server:
             run(server.grpc_url)
-        finally:
-            server.stop()
     return 0
 
 

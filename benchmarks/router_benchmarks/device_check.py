@@ -1,5 +1,5 @@
 """GPU device check: run the classifier's ONNX model and a tier's ONNX model on onnxruntime's CUDA provider and
-print latencies against the CPU provider. Meant for a session that has a GPU machine, in well under 8 minutes.
+print latencies against the CPU provider. Runs in well under 8 minutes on one GPU.
 
     python -m router_benchmarks.device_check                      # models found in model_repository/
     python -m router_benchmarks.device_check --wheels .whl        # unpack carried wheels (onnxruntime-gpu, ...) first
@@ -160,7 +160,7 @@ def time_runs(run, iters: int, deadline: float) -> Timing | None:
         samples.append((time.perf_counter() - start) * 1000)
     if not samples:
         return None
-    return Timing("", statistics.median(samples), statistics.fmean(samples), len(samples))
+    return Timing("", float(np.percentile(samples, 50)), statistics.fmean(samples), len(samples))
 
 
 def measure(ort, path: Path, args, deadline: float, cuda: bool = True) -> list[Timing]:

@@ -7,7 +7,7 @@ Sends `--requests` router requests (default 20,000) with `--concurrency` in flig
 tritonclient.grpc.aio, prompts cycled from `data/bench_prompts.jsonl`, after a warm-up that sends each tier batches
 of the longest prompts (onnxruntime's CPU arenas grow in steps to the largest shapes they see, which is not a leak)
 and then router requests on the longest prompts. Every request must succeed. Reports
-throughput and latency percentiles, and samples the resident memory (VmRSS from /proc) of tritonserver and of each
+throughput and latency percentiles, and samples the resident memory (RSS, psutil) of tritonserver and of each
 Python stub, plus the /dev/shm regions of the server, before (after a warm-up), during and after the run.
 
 Pass criteria (exit 0), stated so they can be checked:
@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import re
 import statistics
 import sys
@@ -38,7 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from router_launcher.procfs import cmdline, pid_listening_on, rss_bytes, server_processes
+import psutil
+from router_launcher.procfs import cmdline, pid_listening_on, server_processes
 
 DATA = Path(__file__).parent / "data"
 DEFAULT_PROMPTS = DATA / "bench_prompts.jsonl"
@@ -47,7 +47,7 @@ MIB = 1024 * 1024
 
 
 # -- /proc sampling -------------------------------------------------------------------------------------------------
-# rss_bytes, process_names, pid_listening_on: the shared /proc readers of router_launcher.procfs (re-exported)
+# process_names, pid_listening_on: the shared process readers of router_launcher.procfs (re-exported)
 process_names = server_processes  # tritonserver and its stub processes: pid -> `tritonserver` / `stub:<instance>`
 
 
@@ -86,9 +86,8 @@ class Sample:
 def take_sample(server_pid: int, prefix: str, started: float, done: int) -> Sample:
     rss = {}
     for pid, name in process_names(server_pid).items():
-        value = rss_bytes(pid)
-        if value is not None:
-            rss[name] = rss.get(name, 0) + value
+        with contextlib.suppress(psutil.Error):  # exited meanwhile
+            rss[name] = rss.get(name, 0) + psutil.Process(pid).memory_info().rss
     return Sample(round(time.monotonic() - started, 2), done, rss, shm_bytes(prefix))
 
 
@@ -133,20 +132,18 @@ class LoadResult:
     seconds: float = 0.0
 
 
-TIERS = ("tier_small", "tier_medium", "tier_large")
-
-
 def warm_tiers(url: str, prompts: Sequence[str], max_tokens: int, rounds: int = 3) -> list[str]:
     """Batches of the longest prompts straight to each tier (as many at once as its max_batch_size), so that the
     tiers' onnxruntime memory arenas reach their largest shapes before the `before` sample. Returns the tiers hit."""
     import queue as queue_module
 
     import tritonclient.grpc as grpcclient
+    from router_client.client import server_tiers
 
     client = grpcclient.InferenceServerClient(url)
     warmed = []
     try:
-        for tier in TIERS:
+        for tier in server_tiers(url):
             if not client.is_model_ready(tier):
                 continue
             batch = int(client.get_model_config(tier, as_json=True)["config"].get("max_batch_size", 1)) or 1
@@ -228,14 +225,6 @@ async def run_load(
 
 
 # -- analysis -------------------------------------------------------------------------------------------------------
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[rank]
-
-
 def slope_per_10k(samples: Sequence[Sample]) -> float:
     """Least-squares slope of total RSS (MiB) against completed requests, per 10,000 requests."""
     points = [(s.done, s.total / MIB) for s in samples]
@@ -341,10 +330,11 @@ def soak(args: argparse.Namespace, url: str, server_pid: int | None) -> int:
         time.sleep(args.settle)
         after = sampler.sample()
     lat = load.latencies_ms
+    p50, p90, p99 = np.percentile(lat, [50, 90, 99])
     lines = [
         f"requests {len(lat)}  failed {sum(load.errors.values())}  in {load.seconds:.1f} s  "
         f"({len(lat) / load.seconds:.1f} req/s)",
-        f"latency ms: p50 {percentile(lat, 50):.1f}  p90 {percentile(lat, 90):.1f}  p99 {percentile(lat, 99):.1f}  "
+        f"latency ms: p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  "
         f"max {max(lat):.1f}  mean {statistics.fmean(lat):.1f}",
         f"answered by: {dict(load.tiers.most_common())}  escalated {load.escalated}",
     ]
@@ -361,7 +351,7 @@ def soak(args: argparse.Namespace, url: str, server_pid: int | None) -> int:
         args.json.write_text(json.dumps({
             "args": {k: str(v) for k, v in vars(args).items()}, "url": url, "requests": len(lat),
             "failed": sum(load.errors.values()), "errors": dict(load.errors), "seconds": load.seconds,
-            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "tiers": dict(load.tiers),
+            "p50_ms": float(p50), "p99_ms": float(p99), "tiers": dict(load.tiers),
             "samples": [asdict(s) for s in ([before, *(during or []), after] if before else [])],
             "passed": verdict_ok,
         }, indent=1))  # fmt: skip
@@ -385,12 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.url:
         pid = args.server_pid or pid_listening_on(int(args.url.rsplit(":", 1)[1]))
         return soak(args, args.url, pid)
-    from router_launcher.serve import LocalTritonServer, ServeError, ServerOptions, free_ports
+    from router_launcher.serve import LocalTritonServer, ServeError, ServerOptions
 
-    grpc_port, http_port, metrics_port = free_ports(3)
     log = Path(tempfile.mkdtemp(prefix="router-soak-")) / "triton.log"
-    options = ServerOptions(model_repository=args.model_repository, grpc_port=grpc_port, http_port=http_port,
-                            metrics_port=metrics_port, log_file=log)  # fmt: skip
+    options = ServerOptions.on_free_ports(args.model_repository, log_file=log)
     try:
         with LocalTritonServer(options) as server:
             print(f"soak: started a local server in {server.startup_seconds:.1f}s (log {log})", flush=True)

@@ -24,7 +24,7 @@ Margin method (`select_lcb`): risk control in the Learn-then-Test style
     * Learn-then-Test (Angelopoulos et al., 2021) gives a family-wise guarantee with a multiplicity correction;
       with n ~ 150 prompts a Bonferroni correction over thousands of candidates has no power, so the
       correction is replaced by the small candidate family, and the procedure is checked empirically by
-      repeated random prompt splits (`repeated_splits`), which is what the CLI's --repeats reports.
+      repeated random prompt splits (`report.report_pairs`, `router-calibrate report-pairs --repeats N`).
     We tried a bootstrap-calibrated target (naive selection re-run on bootstrap resamples until the chosen
     policy's quality on the original sample holds in 1-delta of them) and fixed-sequence LTT along the
     calibration Pareto front: on the llm_cascades pairs both cost more for the same hit rate on new prompts.
@@ -40,8 +40,8 @@ Fixed-sequence method (`select_fst`): the same paired bound, tested along a path
     candidate that fails; every candidate before it is certified without a multiplicity correction, so the
     path can be fine (41 points) at no cost in power. The cheapest certified candidate of each chain competes
     with the other chains' (the correction across chains is, as for the grid, replaced by the empirical check
-    of `--repeats`). On the 8 llm_cascades pairs it reaches the lcb method's hit rate on new prompts at a lower
-    cost (figures in the README's "Calibration" section). Tried without a gain beyond the noise of 40 splits:
+    of `report-pairs --repeats`). On the 8 llm_cascades pairs it reaches the lcb method's hit rate on new prompts
+    at a lower cost (figures in docs/calibration.md). Tried without a gain beyond the noise of 40 splits:
     a finer grid for lcb (more optimism: lower hit rate at the same cost), a second confidence signal (answer
     agreement with the previous tier, ranked before the tier's own confidence), and Bonferroni across chains
     (no power at n ~ 150).

@@ -2,7 +2,8 @@
 
 The format is documented in OUTCOME_LOG_FORMAT.md: one row per (prompt, tier). Readers turn CSV, CSV.GZ and
 JSONL files of that format (including ``llm_cascades_train.csv.gz``), RouteLLM's response CSVs and RouterBench's
-wide CSV into canonical rows, and `build_logs` groups them into `OutcomeLog` tables (prompts x tiers).
+wide CSV into canonical rows (`OutcomeRow`, a pydantic model), and `build_log` groups them into `OutcomeLog` tables
+(prompts x tiers).
 """
 
 from __future__ import annotations
@@ -17,94 +18,113 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-
-# canonical column -> accepted aliases (first match wins)
-ALIASES: dict[str, tuple[str, ...]] = {
-    "prompt_id": ("prompt_id", "id", "sample_id"),
-    "prompt": ("prompt", "text", "text_input"),
-    "tier": ("tier", "tier_model", "model"),
-    "tier_pos": ("tier_pos", "tier_position"),
-    "score": ("score", "correct"),
-    "confidence": ("confidence", "confidence_log"),
-    "cost_usd": ("cost_usd", "cost"),
-    "tokens_in": ("tokens_in", "input_tokens"),
-    "tokens_out": ("tokens_out", "output_tokens"),
-    "latency_ms": ("latency_ms",),
-    "outcome": ("outcome", "status"),
-    "intent": ("intent",),
-    "difficulty": ("difficulty",),
-}
-GROUP_COLUMNS = ("benchmark", "chain", "split")
-REQUIRED = ("prompt_id", "tier", "score", "cost_usd")
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails, PydanticUndefined
 
 
 class OutcomeLogError(ValueError):
     """An outcome log file is unreadable or a row is invalid; the message names file, row and column."""
 
 
-def _to_float(value: Any, what: str) -> float:
-    if value is None or (isinstance(value, str) and value.strip() == ""):
-        return math.nan
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v in ("true", "yes"):
-            return 1.0
-        if v in ("false", "no"):
-            return 0.0
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise OutcomeLogError(f"{what}: not a number: {value!r}") from None
+_WORDS = {"true": 1.0, "yes": 1.0, "false": 0.0, "no": 0.0}
 
 
-def normalize_row(raw: dict[str, Any], where: str = "row") -> dict[str, Any]:
-    """Map a raw row (any alias spelling) to canonical names and types; OutcomeLogError names what is wrong."""
-    row: dict[str, Any] = {}
-    for canon, names in ALIASES.items():
-        for name in names:
-            if name in raw and raw[name] is not None and raw[name] != "":
-                row[canon] = raw[name]
-                break
-    missing = [c for c in REQUIRED if c not in row]
-    if missing:
-        raise OutcomeLogError(f"{where}: missing column(s) {missing} (see OUTCOME_LOG_FORMAT.md)")
-    out: dict[str, Any] = {
-        "prompt_id": str(row["prompt_id"]),
-        "prompt": row.get("prompt"),
-        "tier": str(row["tier"]),
-        "tier_pos": None,
-        "score": _to_float(row["score"], f"{where}: score"),
-        "confidence": _to_float(row.get("confidence"), f"{where}: confidence"),
-        "cost_usd": _to_float(row["cost_usd"], f"{where}: cost_usd"),
-        "tokens_in": _to_float(row.get("tokens_in"), f"{where}: tokens_in"),
-        "tokens_out": _to_float(row.get("tokens_out"), f"{where}: tokens_out"),
-        "latency_ms": _to_float(row.get("latency_ms"), f"{where}: latency_ms"),
-        "outcome": str(row.get("outcome", "ok")).lower(),
-        "intent": row.get("intent"),
-        "difficulty": _to_float(row.get("difficulty"), f"{where}: difficulty"),
-    }
-    if "tier_pos" in row:
-        pos = _to_float(row["tier_pos"], f"{where}: tier_pos")
-        if math.isnan(pos) or pos != int(pos) or pos < 0:
-            raise OutcomeLogError(f"{where}: tier_pos must be an integer >= 0, got {row['tier_pos']!r}")
-        out["tier_pos"] = int(pos)
-    if out["outcome"] not in ("ok", "error", "timeout"):
-        raise OutcomeLogError(f"{where}: outcome must be ok, error or timeout, got {out['outcome']!r}")
-    if out["outcome"] == "ok" and not 0.0 <= out["score"] <= 1.0:
-        raise OutcomeLogError(f"{where}: score/correct must be in [0, 1], got {row['score']!r}")
-    if not out["cost_usd"] >= 0:
-        raise OutcomeLogError(f"{where}: cost_usd must be >= 0, got {row['cost_usd']!r}")
-    if not math.isnan(out["confidence"]) and out["confidence"] > 1e-9:
-        raise OutcomeLogError(f"{where}: confidence is log-scale and must be <= 0, got {row['confidence']!r}")
-    for key in GROUP_COLUMNS:
-        if raw.get(key) not in (None, ""):
-            out[key] = str(raw[key])
-    return out
+def _number(value: Any) -> Any:
+    """`true`/`yes`/`false`/`no` (any case) as 1/0; everything else is left to pydantic's float parsing."""
+    return _WORDS.get(value.strip().lower(), value) if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+
+
+def _column(*aliases: str, default: Any = PydanticUndefined, **constraints: Any) -> Any:
+    """A field read from the first of `aliases` present in a row (the canonical name first)."""
+    return Field(default, validation_alias=AliasChoices(*aliases), **constraints)
+
+
+# what the format requires of a column whose value pydantic refused (OUTCOME_LOG_FORMAT.md)
+_RULES = {
+    "tier_pos": "must be an integer >= 0",
+    "outcome": "must be ok, error or timeout",
+    "cost_usd": "must be >= 0",
+}
+
+
+class OutcomeRow(BaseModel):
+    """One row of an outcome log (one prompt, one tier) under its canonical names; the aliases are those of
+    OUTCOME_LOG_FORMAT.md. Empty cells count as absent; unknown numbers are NaN."""
+
+    model_config = ConfigDict(frozen=True, coerce_numbers_to_str=True)
+
+    prompt_id: str = _column("prompt_id", "id", "sample_id")
+    prompt: str | None = _column("prompt", "text", "text_input", default=None)
+    tier: str = _column("tier", "tier_model", "model")
+    tier_pos: int | None = _column("tier_pos", "tier_position", default=None, ge=0)
+    score: Number = _column("score", "correct")
+    confidence: Number = _column("confidence", "confidence_log", default=math.nan)
+    cost_usd: Number = _column("cost_usd", "cost", ge=0)
+    tokens_in: Number = _column("tokens_in", "input_tokens", default=math.nan)
+    tokens_out: Number = _column("tokens_out", "output_tokens", default=math.nan)
+    latency_ms: Number = math.nan
+    outcome: Annotated[Literal["ok", "error", "timeout"], BeforeValidator(_lower)] = _column(
+        "outcome", "status", default="ok"
+    )
+    intent: str | None = None
+    difficulty: Number = math.nan
+    benchmark: str | None = None  # grouping columns
+    chain: str | None = None
+    split: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_empty(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            return {k: v for k, v in raw.items() if v is not None and v != ""}
+        return raw
+
+    @model_validator(mode="after")
+    def _in_range(self) -> OutcomeRow:
+        if self.outcome == "ok" and not 0.0 <= self.score <= 1.0:
+            raise ValueError(f"score/correct must be in [0, 1], got {self.score!r}")
+        if self.confidence > 1e-9:
+            raise ValueError(f"confidence is log-scale and must be <= 0, got {self.confidence!r}")
+        return self
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any], where: str = "row") -> OutcomeRow:
+        """A raw row (any alias spelling) validated; OutcomeLogError names the row and what is wrong."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            errors = exc.errors()
+            missing = [str(e["loc"][0]) for e in errors if e["type"] == "missing"]
+            if missing:
+                raise OutcomeLogError(f"{where}: missing column(s) {missing} (see OUTCOME_LOG_FORMAT.md)") from None
+            raise OutcomeLogError(f"{where}: " + "; ".join(_message(e) for e in errors)) from None
+
+
+_FIELD_OF = {
+    alias: name
+    for name, info in OutcomeRow.model_fields.items()
+    for alias in (info.validation_alias.choices if isinstance(info.validation_alias, AliasChoices) else [name])
+}
+
+
+def _message(error: ErrorDetails) -> str:
+    """One pydantic error in the format's words."""
+    if error["type"] == "value_error":  # raised by _in_range, already worded
+        return str(error["ctx"]["error"])
+    field = _FIELD_OF.get(str(error["loc"][0]), str(error["loc"][0])) if error["loc"] else "row"
+    if error["type"].endswith("_parsing"):
+        return f"{field}: not a number: {error['input']!r}"
+    return f"{field} {_RULES.get(field, error['msg'])}, got {error['input']!r}"
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -134,7 +154,7 @@ def iter_raw_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
             raise OutcomeLogError(f"{path}: unknown log format (expected .csv, .csv.gz, .jsonl, .jsonl.gz)")
 
 
-def read_outcome_rows(path: str | Path) -> list[dict[str, Any]]:
+def read_outcome_rows(path: str | Path) -> list[OutcomeRow]:
     """Canonical rows of a file in the outcome-log format (this is also the llm_cascades_train.csv.gz shape)."""
     path = Path(path)
     with open(path, "rb") as fh:
@@ -144,7 +164,7 @@ def read_outcome_rows(path: str | Path) -> list[dict[str, Any]]:
     first_line = head.split(b"\n", 1)[0].decode("utf-8", "replace")
     if "|total_cost" in first_line:
         return read_routerbench_wide(path)
-    return [normalize_row(raw, where) for where, raw in iter_raw_rows(path)]
+    return [OutcomeRow.from_raw(raw, where) for where, raw in iter_raw_rows(path)]
 
 
 # -- RouteLLM ------------------------------------------------------------------------------------------------
@@ -153,7 +173,7 @@ def read_outcome_rows(path: str | Path) -> list[dict[str, Any]]:
 ROUTELLM_PRICE_PER_M = {"mistralai/Mixtral-8x7B-Instruct-v0.1": 0.24, "gpt-4-1106-preview": 24.7}
 
 
-def read_routellm(path: str | Path, prices_per_m: dict[str, float] | None = None) -> list[dict[str, Any]]:
+def read_routellm(path: str | Path, prices_per_m: dict[str, float] | None = None) -> list[OutcomeRow]:
     """Rows from RouteLLM's eval responses: a CSV (prompt, <model> True/False, ...) or a directory of them.
 
     The files carry no cost, tokens or confidence: tokens are estimated as len(prompt)/4, the cost from
@@ -163,7 +183,7 @@ def read_routellm(path: str | Path, prices_per_m: dict[str, float] | None = None
     prices = prices_per_m or ROUTELLM_PRICE_PER_M
     path = Path(path)
     files = sorted(path.rglob("*.csv")) if path.is_dir() else [path]
-    out: list[dict[str, Any]] = []
+    out: list[OutcomeRow] = []
     for f in files:
         for where, raw in iter_raw_rows(f):
             models = [m for m in raw if m in prices]
@@ -174,7 +194,7 @@ def read_routellm(path: str | Path, prices_per_m: dict[str, float] | None = None
             pid = f"{f.stem}:{where.rsplit(':', 1)[1]}"
             for pos, model in enumerate(ordered):
                 out.append(
-                    normalize_row(
+                    OutcomeRow.from_raw(
                         {
                             "prompt_id": pid,
                             "prompt": raw.get("prompt"),
@@ -194,7 +214,7 @@ def read_routellm(path: str | Path, prices_per_m: dict[str, float] | None = None
 # -- RouterBench wide CSV -------------------------------------------------------------------------------------
 
 
-def read_routerbench_wide(path: str | Path) -> list[dict[str, Any]]:
+def read_routerbench_wide(path: str | Path) -> list[OutcomeRow]:
     """Rows from RouterBench's wide table: per model `<model>` (score), `<model>|total_cost` (USD), and
     optionally `<model>|model_response`; plus `sample_id`, `prompt`, `eval_name`. Tiers are ordered by mean
     cost. No confidence (NaN)."""
@@ -206,30 +226,28 @@ def read_routerbench_wide(path: str | Path) -> list[dict[str, Any]]:
     missing = [m for m in models if m not in columns]
     if not models or missing:
         raise OutcomeLogError(f"{path}: not a RouterBench wide table (models without a score column: {missing})")
-    mean_cost = {m: np.nanmean([_to_float(r[f"{m}|total_cost"], m) for _, r in raws]) for m in models}
-    ordered = sorted(models, key=lambda m: mean_cost[m])
-    out = []
-    for n, (where, raw) in enumerate(raws):
-        pid = raw.get("sample_id") or str(n)
-        for pos, model in enumerate(ordered):
-            out.append(
-                normalize_row(
-                    {
-                        "prompt_id": pid,
-                        "prompt": raw.get("prompt"),
-                        "tier": model,
-                        "tier_pos": pos,
-                        "score": raw[model],
-                        "cost_usd": raw[f"{model}|total_cost"],
-                        "benchmark": raw.get("eval_name"),
-                    },
-                    where,
-                )
-            )
-    return out
+    rows = [
+        OutcomeRow.from_raw(
+            {
+                "prompt_id": raw.get("sample_id") or str(n),
+                "prompt": raw.get("prompt"),
+                "tier": model,
+                "score": raw[model],
+                "cost_usd": raw[f"{model}|total_cost"],
+                "benchmark": raw.get("eval_name"),
+            },
+            where,
+        )
+        for n, (where, raw) in enumerate(raws)
+        for model in models
+    ]
+    mean_cost = {m: np.mean([r.cost_usd for r in rows if r.tier == m]) for m in models}
+    position = {m: pos for pos, m in enumerate(sorted(models, key=mean_cost.__getitem__))}
+    # the order of the whole file, also for a subset of its rows (one benchmark)
+    return [r.model_copy(update={"tier_pos": position[r.tier]}) for r in rows]
 
 
-def read_any(path: str | Path, fmt: str = "auto") -> list[dict[str, Any]]:
+def read_any(path: str | Path, fmt: str = "auto") -> list[OutcomeRow]:
     """Read `path` as fmt 'outcomes' (the documented format), 'routellm', 'routerbench' or 'auto'."""
     path = Path(path)
     if fmt == "auto":
@@ -318,13 +336,18 @@ class OutcomeLog:
         return self.subset(first, f"{self.name} [calib]"), self.subset(rest, f"{self.name} [eval]")
 
 
-def _tier_order(rows: list[dict[str, Any]]) -> list[str]:
+def _key(row: OutcomeRow, columns: Iterable[str]) -> tuple[str, ...]:
+    """The row's values of grouping columns (benchmark, chain, split); '' where absent."""
+    return tuple(getattr(row, c) or "" for c in columns)
+
+
+def _tier_order(rows: list[OutcomeRow]) -> list[str]:
     pos: dict[str, set[int]] = defaultdict(set)
     costs: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        if r["tier_pos"] is not None:
-            pos[r["tier"]].add(r["tier_pos"])
-        costs[r["tier"]].append(r["cost_usd"])
+        if r.tier_pos is not None:
+            pos[r.tier].add(r.tier_pos)
+        costs[r.tier].append(r.cost_usd)
     tiers = list(costs)
     if all(len(pos[t]) == 1 for t in tiers) and len(pos) == len(tiers):
         by_pos = {t: next(iter(pos[t])) for t in tiers}
@@ -334,7 +357,7 @@ def _tier_order(rows: list[dict[str, Any]]) -> list[str]:
     return sorted(tiers, key=lambda t: float(np.mean(costs[t])))
 
 
-def build_log(rows: list[dict[str, Any]], name: str = "log", key_columns: Iterable[str] = ()) -> OutcomeLog:
+def build_log(rows: list[OutcomeRow], name: str = "log", key_columns: Iterable[str] = ()) -> OutcomeLog:
     """One table from canonical rows; prompts are keyed by (key_columns..., prompt_id)."""
     if not rows:
         raise OutcomeLogError(f"{name}: no rows")
@@ -343,7 +366,7 @@ def build_log(rows: list[dict[str, Any]], name: str = "log", key_columns: Iterab
     tier_idx = {t: i for i, t in enumerate(tiers)}
     prompt_idx: dict[tuple, int] = {}
     for r in rows:
-        prompt_idx.setdefault(tuple(r.get(k, "") for k in keys) + (r["prompt_id"],), len(prompt_idx))
+        prompt_idx.setdefault(_key(r, keys) + (r.prompt_id,), len(prompt_idx))
     n, t = len(prompt_idx), len(tiers)
     arrays = {
         k: np.full((n, t), np.nan) for k in ("score", "confidence", "cost", "tokens_in", "tokens_out", "latency_ms")
@@ -356,24 +379,24 @@ def build_log(rows: list[dict[str, Any]], name: str = "log", key_columns: Iterab
     seen = np.zeros((n, t), dtype=bool)
     ids: list[str] = [""] * n
     for r in rows:
-        key = tuple(r.get(k, "") for k in keys) + (r["prompt_id"],)
-        i, j = prompt_idx[key], tier_idx[r["tier"]]
+        key = _key(r, keys) + (r.prompt_id,)
+        i, j = prompt_idx[key], tier_idx[r.tier]
         if seen[i, j]:
-            raise OutcomeLogError(f"{name}: prompt {key} has two rows for tier {r['tier']}")
+            raise OutcomeLogError(f"{name}: prompt {key} has two rows for tier {r.tier}")
         seen[i, j] = True
-        ids[i] = ":".join(str(k) for k in key) if keys else r["prompt_id"]
-        arrays["score"][i, j] = r["score"]
-        arrays["confidence"][i, j] = r["confidence"]
-        arrays["cost"][i, j] = r["cost_usd"]
-        arrays["tokens_in"][i, j] = r["tokens_in"]
-        arrays["tokens_out"][i, j] = r["tokens_out"]
-        arrays["latency_ms"][i, j] = r["latency_ms"]
-        outcome[i, j] = r["outcome"]
-        ok[i, j] = r["outcome"] == "ok"
-        prompts[i] = prompts[i] or r["prompt"]
-        intents[i] = intents[i] or r["intent"]
-        if not math.isnan(r["difficulty"]):
-            difficulty[i] = r["difficulty"]
+        ids[i] = ":".join(str(k) for k in key) if keys else r.prompt_id
+        arrays["score"][i, j] = r.score
+        arrays["confidence"][i, j] = r.confidence
+        arrays["cost"][i, j] = r.cost_usd
+        arrays["tokens_in"][i, j] = r.tokens_in
+        arrays["tokens_out"][i, j] = r.tokens_out
+        arrays["latency_ms"][i, j] = r.latency_ms
+        outcome[i, j] = r.outcome
+        ok[i, j] = r.outcome == "ok"
+        prompts[i] = prompts[i] or r.prompt
+        intents[i] = intents[i] or r.intent
+        if not math.isnan(r.difficulty):
+            difficulty[i] = r.difficulty
     return OutcomeLog(
         name=name,
         tiers=tiers,
@@ -387,19 +410,19 @@ def build_log(rows: list[dict[str, Any]], name: str = "log", key_columns: Iterab
     )
 
 
-def group_rows(rows: list[dict[str, Any]], by: Iterable[str] = ("benchmark", "chain")) -> dict[tuple, list[dict]]:
+def group_rows(rows: list[OutcomeRow], by: Iterable[str] = ("benchmark", "chain")) -> dict[tuple, list[OutcomeRow]]:
     """Rows grouped by the values of `by` (missing columns count as '')."""
     by = tuple(by)
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple, list[OutcomeRow]] = defaultdict(list)
     for r in rows:
-        groups[tuple(r.get(k, "") for k in by)].append(r)
+        groups[_key(r, by)].append(r)
     return dict(groups)
 
 
-def filter_rows(rows: list[dict[str, Any]], **equal: str | None) -> list[dict[str, Any]]:
+def filter_rows(rows: list[OutcomeRow], **equal: str | None) -> list[OutcomeRow]:
     """Rows whose columns equal the given values (None = no filter); case-insensitive."""
     want = {k: v.lower() for k, v in equal.items() if v}
-    return [r for r in rows if all(str(r.get(k, "")).lower() == v for k, v in want.items())]
+    return [r for r in rows if all(str(getattr(r, k) or "").lower() == v for k, v in want.items())]
 
 
 def load_log(
@@ -409,13 +432,13 @@ def load_log(
     rows = filter_rows(read_any(path, fmt), benchmark=benchmark, chain=chain)
     if not rows:
         raise OutcomeLogError(f"{path}: no rows match benchmark={benchmark!r} chain={chain!r}")
-    chains = {r.get("chain", "") for r in rows}
-    tiersets = {frozenset(r["tier"] for r in g) for g in group_rows(rows, ("chain",)).values()}
+    chains = {r.chain or "" for r in rows}
+    tiersets = {frozenset(r.tier for r in g) for g in group_rows(rows, ("chain",)).values()}
     if len(tiersets) > 1:
         raise OutcomeLogError(
             f"{path}: rows of several chains with different tiers ({sorted(chains)}): choose one with --chain"
         )
-    keys = [k for k in ("benchmark", "chain") if len({r.get(k, "") for r in rows}) > 1]
+    keys = [k for k in ("benchmark", "chain") if len({getattr(r, k) or "" for r in rows}) > 1]
     label = name or "/".join(x for x in (Path(path).name, benchmark, chain) if x)
     return build_log(rows, label, key_columns=keys)
 

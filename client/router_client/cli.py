@@ -4,6 +4,7 @@
     router-client --stream "Write a haiku about GPUs"    # tokens as they arrive (router_stream)
     router-client --json --max-tier tier_medium "..."    # the full result (text, tier, cost, route) as JSON
     router-client --file prompts.jsonl --concurrency 8 --output results.jsonl
+    router-client --messages chat.json                   # a conversation: [{"role": "user", "content": "..."}]
 
 A prompt of `-` is read from stdin. `--file` reads JSONL: one object per line with a `prompt` field (a line
 may also be a JSON string); it writes one JSON result per line (in input order) and a summary on stderr.
@@ -15,12 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
+import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
+
+import numpy as np
 
 from router_client.client import (
     DEFAULT_TIMEOUT_S,
@@ -31,6 +34,8 @@ from router_client.client import (
     RouterError,
     RouterResult,
     StreamDelta,
+    messages_json,
+    server_tiers,
 )
 
 PROG = "router-client"
@@ -49,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("prompt", nargs="?", help="the prompt ('-' reads stdin)")
     parser.add_argument("--file", type=Path, help="JSONL file of prompts (objects with a `prompt` field)")
+    parser.add_argument(
+        "--messages",
+        type=Path,
+        metavar="FILE.json",
+        help='a conversation instead of a prompt: a JSON list of {"role", "content"} objects, which the tiers '
+        "render with their chat templates",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight with --file (default 4)")
     parser.add_argument("--output", type=Path, help="with --file: write the results here instead of stdout")
     parser.add_argument("--stream", action="store_true", help="use router_stream and print tokens as they arrive")
@@ -58,8 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force-tier", help="answer with exactly this tier, no escalation (e.g. tier_large)")
     parser.add_argument("--min-tier", help="never start below this tier")
     parser.add_argument("--max-tier", help="never escalate above this tier")
-    parser.add_argument("--confidence-threshold", type=float, help="escalation threshold for every tier (<= 0)")
-    parser.add_argument("--trace", action="store_true", help="ask for the detailed route trace (return_trace)")
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        help="escalation threshold for every tier: a mean token log-prob, so <= 0 (e.g. -1.5)",
+    )
+    parser.add_argument(
+        "--trace", action="store_true", help="print every attempt (tier, confidence, threshold, ...) on stderr"
+    )
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
     parser.add_argument("--no-progress", action="store_true", help="with --file: no progress bar")
     return parser
@@ -68,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.prompt is None) == (args.file is None):
-        parser.error("give one prompt or --file (not both)")
+    if sum(x is not None for x in (args.prompt, args.file, args.messages)) != 1:
+        parser.error("give one prompt or --file or --messages (exactly one)")
     if args.file is not None and args.stream:
         parser.error("--stream prints one answer as it is generated; it cannot be combined with --file")
     if args.output is not None and args.file is None:
@@ -78,6 +96,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--concurrency must be at least 1")
     if args.max_tokens is not None and args.max_tokens < 1:
         parser.error("--max-tokens must be positive")
+    threshold = args.confidence_threshold
+    if threshold is not None and not (math.isfinite(threshold) and threshold <= 0):
+        parser.error(
+            f"--confidence-threshold must be a log-prob, a finite number <= 0 (e.g. -1.5), not {threshold:g}: "
+            "a tier's answer is accepted when its mean token log-prob is at least the threshold"
+        )
     return args
 
 
@@ -115,6 +139,45 @@ def read_prompt_file(path: Path) -> list[str]:
     return prompts
 
 
+def read_messages_file(path: Path) -> list[dict[str, Any]]:
+    """A conversation from a JSON file: a list of {"role", "content"} objects."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+    try:
+        messages_json(value)
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}") from exc
+    return value
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    """A trace number without float noise (4 significant digits), '-' when absent."""
+    return f"{value:.{digits}g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def trace_lines(result: RouterResult) -> list[str]:
+    """The route trace for a human: one line per attempt, then why the router stopped."""
+    route = result.route
+    lines = [f"  intent {route.get('intent') or '-'} (difficulty {_num(route.get('difficulty'), 3)})"]
+    for attempt in route.get("attempts", []):
+        if not isinstance(attempt, dict):
+            continue
+        tokens = f"{attempt.get('input_tokens') or 0}+{attempt.get('output_tokens') or 0} tokens"
+        lines.append(
+            f"  {attempt.get('tier')}: {attempt.get('step', '-')}, {attempt.get('outcome', '-')}, "
+            f"confidence {_num(attempt.get('confidence'))} vs threshold {_num(attempt.get('threshold'))}, "
+            f"{tokens}, {_num(attempt.get('latency_ms'), 3)} ms, ${_num(attempt.get('cost'), 3)} -> "
+            f"{attempt.get('result') or attempt.get('error') or '-'}"
+        )
+    if route.get("final_reason"):
+        lines.append(f"  {route['final_reason']}")
+    return lines
+
+
 def describe(result: RouterResult) -> str:
     """The one-line summary printed on stderr after an answer."""
     parts = [result.tier, f"escalated={'yes' if result.escalated else 'no'}", f"cost=${result.cost:.6f}"]
@@ -128,19 +191,28 @@ def error_line(exc: RouterError) -> str:
     return f"{PROG}: error: {exc}"
 
 
-def run_one(args: argparse.Namespace, prompt: str, out: TextIO, err: TextIO) -> int:
+def print_summary(result: RouterResult, args: argparse.Namespace, err: TextIO) -> None:
+    print(describe(result), file=err)
+    if args.trace:
+        print("\n".join(trace_lines(result)), file=err)
+
+
+def run_one(
+    args: argparse.Namespace, prompt: str, out: TextIO, err: TextIO, messages: list[dict[str, Any]] | None = None
+) -> int:
     with RouterClient(args.url, timeout_s=args.timeout) as client:
         if not args.stream:
-            result = client.route(prompt, max_tokens=args.max_tokens, options=route_options(args))
+            result = client.route(prompt, max_tokens=args.max_tokens, options=route_options(args), messages=messages)
             if args.json:
                 print(json.dumps(result.to_dict(), ensure_ascii=False), file=out)
             else:
                 print(result.text, file=out)
-                print(describe(result), file=err)
+                print_summary(result, args, err)
             return 0
         printed = False
         try:
-            for event in client.stream(prompt, max_tokens=args.max_tokens, options=route_options(args)):
+            events = client.stream(prompt, max_tokens=args.max_tokens, options=route_options(args), messages=messages)
+            for event in events:
                 if isinstance(event, StreamDelta):
                     if args.json:
                         print(
@@ -156,7 +228,7 @@ def run_one(args: argparse.Namespace, prompt: str, out: TextIO, err: TextIO) -> 
                 else:
                     out.write("\n")
                     printed = False
-                    print(describe(event), file=err)
+                    print_summary(event, args, err)
         finally:
             if printed:  # end the partial answer's line before an error message
                 out.write("\n")
@@ -194,19 +266,26 @@ async def route_all(
     return [r for r in results if r is not None]
 
 
-def summarize(results: Sequence[RouterResult | RouterError]) -> str:
+def summarize(results: Sequence[RouterResult | RouterError], largest_tier: str | None = None) -> str:
+    """The summary of a --file run; `largest_tier` names the policy's most expensive tier in the savings line."""
     ok = [r for r in results if isinstance(r, RouterResult)]
     errors = len(results) - len(ok)
     lines = [f"{len(results)} prompts: {len(ok)} answered, {errors} failed"]
     if ok:
         tiers = Counter(r.tier for r in ok)
-        latencies = sorted(r.latency_ms for r in ok)
-        p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]
+        p50, p95 = np.percentile([r.latency_ms for r in ok], [50, 95])
         lines.append("tiers: " + ", ".join(f"{tier} {count}" for tier, count in sorted(tiers.items())))
         lines.append(
             f"escalated: {sum(r.escalated for r in ok)}  cost: ${sum(r.cost for r in ok):.6f}  "
-            f"latency p50 {statistics.median(latencies):.0f} ms, p95 {p95:.0f} ms"
+            f"latency p50 {p50:.0f} ms, p95 {p95:.0f} ms"
         )
+        cost = math.fsum(r.cost for r in ok)
+        largest = math.fsum(float(r.route.get("largest_tier_cost") or 0.0) for r in ok)
+        if largest > 0:
+            lines.append(
+                f"cost ${cost:.6f} vs always-{largest_tier or 'the largest tier'} ${largest:.6f}: "
+                f"{100 * cost / largest:.1f}% of it, saved ${largest - cost:.6f}"
+            )
     return "\n".join(lines)
 
 
@@ -214,6 +293,16 @@ def result_line(index: int, prompt: str, result: RouterResult | RouterError) -> 
     if isinstance(result, RouterError):
         return {"index": index, "prompt": prompt, "error": result.message, "status": result.status}
     return {"index": index, "prompt": prompt, **result.to_dict()}
+
+
+def largest_tier(url: str, results: Sequence[RouterResult | RouterError]) -> str | None:
+    """The policy's most expensive tier (its last), for the savings line; None when it cannot be asked."""
+    if not any(isinstance(r, RouterResult) for r in results):
+        return None
+    try:
+        return server_tiers(url)[-1]
+    except (RouterError, IndexError):
+        return None
 
 
 def run_file(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -236,7 +325,7 @@ def run_file(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     finally:
         if target is not out:
             target.close()
-    print(summarize(results), file=err)
+    print(summarize(results, largest_tier(args.url, results)), file=err)
     failures = [r for r in results if isinstance(r, RouterError)]
     if failures:
         print(error_line(failures[0]) + f" (and {len(failures) - 1} more)" * (len(failures) > 1), file=err)
@@ -250,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.file is not None:
             return run_file(args, out, err)
+        if args.messages is not None:
+            return run_one(args, "", out, err, messages=read_messages_file(args.messages))
         prompt = sys.stdin.read().rstrip("\n") if args.prompt == "-" else args.prompt
         return run_one(args, prompt, out, err)
     except UsageError as exc:

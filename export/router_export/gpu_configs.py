@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -69,7 +69,7 @@ TRT_ACCELERATOR_KEYS = frozenset(
 )
 PRECISIONS = ("FP16", "FP32")
 
-# The tier overlay's parameters: a contract with the tier models' model.py (see /tmp/team notes / README).
+# The tier overlay's parameters: a contract with the tier model (python_backend/llm_router/tier/model.py reads them).
 TIER_PROVIDER_PARAM = "execution_provider"
 TIER_IO_BINDING_PARAM = "io_binding"
 TIER_CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -373,18 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--gpus must be comma-separated integers, got {args.gpus!r}")
     try:
-        options = GpuOptions(
-            accelerator=args.accelerator,
-            precision=args.precision,
-            trt_cache_dir=args.trt_cache_dir,
-            max_workspace_bytes=args.max_workspace_bytes,
-            max_seq_len=args.max_seq_len,
-            opt_seq_len=args.opt_seq_len,
-            warmup_seq_len=args.warmup_seq_len,
-            onnx_instances=args.onnx_instances,
-            tier_instances=args.tier_instances,
-            gpus=gpus,
-        )
+        # each flag's dest is the GpuOptions field of that name; --gpus is parsed above
+        flags = {f.name: getattr(args, f.name) for f in fields(GpuOptions) if f.name != "gpus"}
+        options = GpuOptions(**flags, gpus=gpus)
         rendered = render_repository(args.model_repository, None if args.in_place else args.out, options)
     except RenderError as exc:
         print(f"gpu_configs: {exc}", file=sys.stderr)

@@ -12,17 +12,28 @@ Sources and how each maps to an intent (the tables below are the documentation):
   the rest left out.
 - outcomes/routellm MMLU (57 subjects, 14,042): factual_qa; the subjects in `MMLU_REASONING_SUBJECTS` -> reasoning.
 - outcomes/routellm GSM8K (1,319): reasoning.
-- export/router_export/data/handwritten_planning.jsonl (86): planning, hand-written for this project
-  (`source: handwritten`), reported apart.
+- qa/nq_open (7,210 real Google search questions, CC BY-SA 3.0 data): factual_qa, as typed (short, lowercase).
+- export/router_export/data/handwritten_*.jsonl: hand-written for this project (`source: handwritten`), every intent;
+  `handwritten_train.jsonl` composes hand-written instructions with hand-written pasted texts, topics and subjects.
 
-`llm_cascades_train.csv.gz` has no license and is not used. TriviaQA is only in that file, so factual_qa comes from
-MMLU and the closed-book T0 templates.
+`llm_cascades_train.csv.gz` has no license and is not used.
+Label conventions (docs/classifier.md): factual_qa = knowledge and explanation questions, advice, and greetings or
+chit-chat (a cheap tier answers them); extraction = pull fields/entities/numbers/dates/counts out of given text;
+classification = put given items into labels/categories/sentiment/scores; rewriting = edit, paraphrase, translate,
+change tone or format of given text; creative_writing = stories, poems, posts, emails, marketing copy, role-play;
+coding = code asked for or given; reasoning = math, logic puzzles, multi-step deduction; planning = plans,
+schedules, itineraries, strategies.
+
+The hand-labelled evaluation set `data/eval_real_prompts.jsonl` is never trained on: `build` drops every training
+row that is identical or near-identical to an evaluation row (`near_duplicates`).
 
 Split: every row has a `group` = its phrasing family (the T0 file, the MMLU subject, the hand-written group, a hash
 bucket for one-off real prompts). Whole groups go to `test`, so held-out T0 templates and MMLU subjects are unseen.
-Balance: at most `--per-group` rows per group and `--per-class` per intent in each split, spread over groups.
+Balance: at most `--per-group` rows per group and `--per-class` per intent in each split, spread round-robin over
+sources and then over groups, so the ~50k templated T0 rows are one source among several, not the bulk.
 
 Run: `python -m router_export.intent_data [--data-dir ../shared/data] [--out artifacts/classifier/intent_dataset.jsonl]`
+(`--check-eval`: compare every source row, not only the chosen ones, with the evaluation set).
 """
 
 from __future__ import annotations
@@ -43,7 +54,13 @@ from llm_router.classifier import INTENTS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
-HANDWRITTEN_PLANNING = Path(__file__).resolve().parent / "data" / "handwritten_planning.jsonl"
+DATA = Path(__file__).resolve().parent / "data"
+HANDWRITTEN_PLANNING = DATA / "handwritten_planning.jsonl"
+HANDWRITTEN_FILES = (HANDWRITTEN_PLANNING, DATA / "handwritten_train.jsonl")
+EVAL_REAL_PROMPTS = DATA / "eval_real_prompts.jsonl"
+T0_SHARE = 0.25  # templated T0 rows: at most this share of an intent's rows
+NEAR_DUPLICATE_CHARS = 1000
+NEAR_DUPLICATE_COSINE = 0.75  # TF-IDF (character 3-5 grams) cosine at or above which a row counts as a near-copy
 DEFAULT_OUT = PROJECT_ROOT / "artifacts" / "classifier" / "intent_dataset.jsonl"
 
 # T0/P3 templates, by file stem; first match wins. None = left out (no intent of the taxonomy fits).
@@ -123,11 +140,18 @@ SELF_INSTRUCT_RULES: list[tuple[str, str]] = [
         "rewriting",
     ),
     (r"\b(plan|itinerary|schedule|roadmap|agenda|step-by-step|steps to|workout)\b", "planning"),
+    (r"^(convert the given|the tone of the)|\b(expand the given sentence|use appropriate emojis)", "rewriting"),
     (r"\b(solve|calculate|compute|how many|probability|prove|puzzle)\b", "reasoning"),
     (
         r"\b(write|compose|create|generate|come up with)\b.{0,40}\b(poem|story|tweet|post|caption|joke|song|lyrics|"
         r"slogan|letter|email|review|ad|advertisement|bio|description|name|title)s?\b",
         "creative_writing",
+    ),
+    # knowledge and explanation requests (the conventions' factual_qa)
+    (
+        r"^(explain|describe|what|why|how|who|give (some )?examples|give a brief description|provide a detailed "
+        r"explanation|describe the responsibilities)\b",
+        "factual_qa",
     ),
 ]
 
@@ -147,7 +171,7 @@ class Row:
 
     prompt: str
     intent: str
-    source: str  # t0 | arena_v2 | arena_v01 | self_instruct | mmlu | gsm8k | handwritten
+    source: str  # t0 | arena_v2 | arena_v01 | self_instruct | mmlu | gsm8k | nq_open | handwritten
     group: str  # phrasing family; whole groups are held out
     split: str = ""
 
@@ -262,6 +286,18 @@ def routellm_rows(data_dir: Path) -> Iterator[Row]:
             yield Row(outcome.prompt, intent, "mmlu", f"mmlu:{outcome.subject}")
 
 
+NQ_OPEN_FILES = ("NQ-open.dev.jsonl", "NQ-open.efficientqa.dev.1.1.jsonl", "NQ-open.efficientqa.test.1.1.jsonl")
+
+
+def nq_open_rows(data_dir: Path) -> Iterator[Row]:
+    """NQ-open's real search questions: factual_qa, in 8 hash groups."""
+    for name in NQ_OPEN_FILES:
+        path = data_dir / "qa" / "nq_open" / name
+        if path.exists():
+            for record in read_jsonl(path):
+                yield Row(record["question"], "factual_qa", "nq_open", f"nq_open:{hash_bucket(record['question'], 8)}")
+
+
 def handwritten_rows(path: Path = HANDWRITTEN_PLANNING) -> Iterator[Row]:
     for record in read_jsonl(path):
         if record.get("source") != "handwritten" or record["intent"] not in INTENTS:
@@ -269,12 +305,38 @@ def handwritten_rows(path: Path = HANDWRITTEN_PLANNING) -> Iterator[Row]:
         yield Row(record["prompt"], record["intent"], "handwritten", f"handwritten:{record['group']}")
 
 
+def eval_rows(path: Path = EVAL_REAL_PROMPTS) -> list[Row]:
+    """The hand-labelled real-prompt evaluation set (never trained on)."""
+    rows = []
+    for record in read_jsonl(path):
+        if record["intent"] not in INTENTS:
+            raise ValueError(f"{path}: unknown intent in {record}")
+        rows.append(Row(record["prompt"], record["intent"], record["source"], record["id"], "eval"))
+    return rows
+
+
 def all_rows(data_dir: Path) -> list[Row]:
     rows: list[Row] = []
-    for reader in (t0_rows, arena_rows, self_instruct_rows, routellm_rows):
+    for reader in (t0_rows, arena_rows, self_instruct_rows, routellm_rows, nq_open_rows):
         rows.extend(reader(data_dir))
-    rows.extend(handwritten_rows())
+    for path in HANDWRITTEN_FILES:
+        rows.extend(handwritten_rows(path))
     return rows
+
+
+def near_duplicates(rows: list[Row], reference: list[Row]) -> list[float]:
+    """Per row, the highest TF-IDF (character 3-5 gram) cosine to any `reference` row; >= threshold = near-copy."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    # the evaluation prompts are short: comparing the first NEAR_DUPLICATE_CHARS of each row keeps this fast
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), lowercase=True, sublinear_tf=True)
+    ref = vectorizer.fit_transform([r.prompt[:NEAR_DUPLICATE_CHARS] for r in reference])
+    best: list[float] = []
+    for start in range(0, len(rows), 4096):
+        texts = [r.prompt[:NEAR_DUPLICATE_CHARS] for r in rows[start : start + 4096]]
+        sims = vectorizer.transform(texts) @ ref.T
+        best.extend(sims.max(axis=1).toarray().reshape(-1).tolist())
+    return best
 
 
 def deduplicate(rows: Iterable[Row]) -> list[Row]:
@@ -325,10 +387,27 @@ def spread_sample(rows: list[Row], limit: int, key: str, seed: int) -> list[Row]
     return chosen
 
 
+def spread_over_sources(rows: list[Row], limit: int, seed: int, t0_cap: int | None = None) -> list[Row]:
+    """At most `limit` rows (T0 at most `t0_cap`), round-robin over sources, each source spread over its groups."""
+    by_source: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_source[row.source].append(row)
+    queues = []
+    for name in sorted(by_source):
+        n = len(by_source[name]) if name != "t0" or t0_cap is None else min(t0_cap, len(by_source[name]))
+        queues.append(spread_sample(by_source[name], n, "group", seed)[::-1])
+    chosen: list[Row] = []
+    while len(chosen) < limit and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.append(queue.pop())
+    return chosen
+
+
 def build(
     data_dir: Path, per_group: int = 40, per_class: int = 1500, test_fraction: float = 0.25, seed: int = 13
 ) -> list[Row]:
-    """Read, deduplicate, split by group and balance; rows carry their split."""
+    """Read, deduplicate, drop near-copies of the evaluation set, split by group and balance; rows carry their split."""
     rows = deduplicate(all_rows(data_dir))
     assignment = split_groups(rows, test_fraction, seed)
     out: list[Row] = []
@@ -344,13 +423,16 @@ def build(
             group_cap = max(per_group, -(-cap // max(len(by_group), 1)))
             for name in sorted(by_group):
                 capped.extend(spread_sample(by_group[name], group_cap, "source", seed))
-            # hand-written rows are few: keep all of them; cap the real ones around them
-            hand = [r for r in capped if r.source == "handwritten"]
-            real = spread_sample([r for r in capped if r.source != "handwritten"], cap - len(hand), "group", seed)
+            # hand-written rows first (up to the cap), the real ones fill the rest
+            hand = spread_sample([r for r in capped if r.source == "handwritten"], cap, "group", seed)
+            real = spread_over_sources(
+                [r for r in capped if r.source != "handwritten"], cap - len(hand), seed, round(cap * T0_SHARE)
+            )
             for row in real + hand:
                 row.split = split
                 out.append(row)
-    return out
+    # checked on the chosen rows only (a pass over all ~77k rows takes minutes); the full check: `--check-eval`
+    return [r for r, sim in zip(out, near_duplicates(out, eval_rows()), strict=True) if sim < NEAR_DUPLICATE_COSINE]
 
 
 def summary(rows: list[Row]) -> str:
@@ -384,7 +466,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--per-group", type=int, default=40)
     parser.add_argument("--per-class", type=int, default=1500)
+    parser.add_argument(
+        "--check-eval", action="store_true", help="compare EVERY source row with the evaluation set (minutes)"
+    )
     args = parser.parse_args(argv)
+    if args.check_eval:
+        every = deduplicate(all_rows(args.data_dir))
+        sims = near_duplicates(every, eval_rows())
+        close = sorted(zip(sims, (r.source for r in every), (r.prompt for r in every), strict=True), reverse=True)
+        print(f"{len(every)} source rows; highest cosine to an evaluation row {close[0][0]:.3f}; ")
+        print(f">= {NEAR_DUPLICATE_COSINE} (dropped by build): {sum(s >= NEAR_DUPLICATE_COSINE for s in sims)}")
+        for sim, source, prompt in close[:5]:
+            print(f"  {sim:.3f} {source}: {prompt[:100]!r}")
+        return 0
     rows = build(args.data_dir, per_group=args.per_group, per_class=args.per_class)
     write_jsonl(rows, args.out)
     print(summary(rows))

@@ -1,13 +1,18 @@
-"""`router-export-tier`: export a local Hugging Face causal-LM directory as a tier of the model repository.
+"""`router-export-tier`: export a Hugging Face causal-LM directory or a GGUF file as a tier of the model repository.
 
-Writes, with optimum's `text-generation-with-past` task (one ONNX decoder that takes and returns the KV cache):
+A GGUF file (e.g. a llama.cpp download) is first dequantized into a Hugging Face checkpoint under
+`artifacts/gguf_cache/` (router_export.gguf_source), then exported like a checkpoint directory. Writes, with optimum's
+`text-generation-with-past` task (one ONNX decoder that takes and returns the KV cache):
 
     model_repository/<tier>/1/model/model.onnx (+ model.onnx_data for large models)
     model_repository/<tier>/1/model/{config.json, generation_config.json, tokenizer.json, tokenizer_config.json, ...}
     model_repository/<tier>/1/model/export.json   (what was exported, with which options: the up-to-date stamp)
 
 and `model_repository/<tier>/config.pbtxt` from the tier template when the tier has none yet. Options: `--dtype fp16`
-for GPU hosts (CUDA provider), `--int8` for onnxruntime dynamic INT8 weight quantization (CPU).
+for GPU hosts (CUDA provider); `--quantize` for CPU serving: `int8` is onnxruntime dynamic INT8 quantization (weights
+and, at run time, activations of MatMul/Gather), `int4` weight-only 4-bit MatMulNBits (blocks of 32 along the input
+dimension, symmetric, one FP32 scale per block; activations and the embedding stay FP32). Small models lose much more
+to dynamic INT8 than to 4-bit weights (SmolLM2-135M: README "Tier models").
 """
 
 from __future__ import annotations
@@ -15,16 +20,25 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from llm_router.protocol import missing_tier_interface, read_model_config
+
+from router_export.gguf_source import file_fingerprint
 
 TASK = "text-generation-with-past"
 MODEL_SUBDIR = "model"
 STAMP = "export.json"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
+QUANTIZATIONS = ("none", "int8", "int4")
+INT4_BLOCK_SIZE = 32
+GGUF_CACHE = Path("artifacts") / "gguf_cache"
 # Files copied next to the ONNX decoder (those that exist); the tier model reads tokenizer.json,
 # config.json and generation_config.json.
 SIDE_FILES = (
@@ -46,6 +60,8 @@ model_transaction_policy { decoupled: true }
 dynamic_batching { max_queue_delay_microseconds: 1000 }
 input [
   { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "messages" data_type: TYPE_STRING dims: [ 1 ] optional: true },
+  { name: "raw" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
   { name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] },
   { name: "temperature" data_type: TYPE_FP32 dims: [ 1 ] optional: true },
   { name: "top_p" data_type: TYPE_FP32 dims: [ 1 ] optional: true },
@@ -85,14 +101,18 @@ class ExportOptions:
     model_repository: Path = Path("model_repository")
     version: str = "1"
     dtype: str = "fp32"
-    int8: bool = False
+    quantize: str = "none"
     opset: int | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("fp32", "fp16"):
             raise ExportError(f"--dtype must be fp32 or fp16, not {self.dtype!r}")
-        if self.int8 and self.dtype != "fp32":
-            raise ExportError("--int8 quantizes an fp32 export for CPU; do not combine it with --dtype fp16")
+        if self.quantize not in QUANTIZATIONS:
+            raise ExportError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, not {self.quantize!r}")
+        if self.quantize != "none" and self.dtype != "fp32":
+            raise ExportError(
+                f"--quantize {self.quantize} quantizes an fp32 export for CPU; do not combine it with --dtype fp16"
+            )
         if not self.tier or "/" in self.tier or self.tier.startswith("."):
             raise ExportError(f"--tier must be a Triton model name (e.g. tier_small), not {self.tier!r}")
 
@@ -102,7 +122,9 @@ class ExportOptions:
 
 
 def source_fingerprint(hf_dir: Path) -> str:
-    """Hash of the source directory's file names, sizes and modification times (cheap; weights are not read)."""
+    """Hash of the source's file names, sizes and modification times (cheap; weights are not read)."""
+    if Path(hf_dir).is_file():
+        return file_fingerprint(hf_dir)
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(hf_dir).rglob("*") if p.is_file()):
         stat = path.stat()
@@ -117,7 +139,8 @@ def stamp_for(hf_dir: Path, options: ExportOptions) -> dict:
         "source": str(Path(hf_dir).resolve()),
         "source_fingerprint": source_fingerprint(hf_dir),
         "dtype": options.dtype,
-        "int8": options.int8,
+        "quantize": options.quantize,
+        **({"int4_block_size": INT4_BLOCK_SIZE} if options.quantize == "int4" else {}),
         "opset": options.opset,
     }
 
@@ -136,8 +159,14 @@ def tier_is_current(hf_dir: Path, options: ExportOptions) -> bool:
 def check_source(hf_dir: Path) -> str:
     """Validate the source directory; return its model_type. Raises ExportError with a clear message."""
     hf_dir = Path(hf_dir)
+    if hf_dir.is_file():
+        raise ExportError(
+            f"{hf_dir} is a file but not a GGUF file; give a GGUF file or a local Hugging Face model directory"
+        )
     if not hf_dir.is_dir():
-        raise ExportError(f"model directory {hf_dir} does not exist (give a local Hugging Face model directory)")
+        raise ExportError(
+            f"model directory {hf_dir} does not exist (give a local Hugging Face model directory or a GGUF file)"
+        )
     config_path = hf_dir / "config.json"
     if not config_path.exists():
         raise ExportError(f"{hf_dir} has no config.json; it is not a Hugging Face model directory")
@@ -183,6 +212,30 @@ def quantize_int8(model_path: Path, out_path: Path) -> None:
     )
 
 
+def quantize_int4(model_path: Path, out_path: Path) -> None:
+    """onnxruntime weight-only 4-bit quantization of every MatMul with a constant weight into MatMulNBits.
+
+    Symmetric (no zero points) blocks of INT4_BLOCK_SIZE along the input dimension, one FP32 scale per block; the
+    activations stay FP32 and so does the embedding Gather (onnxruntime's default op_types_to_quantize is MatMul).
+    """
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    # The quantizer logs every node it visits at INFO (thousands of lines).
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(model_path)),
+        bits=4,
+        block_size=INT4_BLOCK_SIZE,
+        is_symmetric=True,
+        op_types_to_quantize=("MatMul",),
+    )
+    quantizer.process()
+    # The 4-bit model is about a third of the FP32 one; external data only when protobuf's 2 GB limit needs it.
+    large = quantizer.model.model.ByteSize() > 1_800_000_000
+    quantizer.model.save_model_to_file(str(out_path), use_external_data_format=large)
+
+
 def tier_config_text(tier: str) -> str:
     """The config.pbtxt of a CPU tier (gpu_configs renders the GPU overlay from it)."""
     return TIER_CONFIG_TEMPLATE.replace("${tier}", tier)
@@ -203,16 +256,35 @@ def write_tier_config(options: ExportOptions) -> Path | None:
     return config
 
 
-def export_tier(hf_dir: Path, options: ExportOptions) -> Path:
-    """Export hf_dir into the model repository as options.tier; returns the directory written."""
+def default_gguf_cache(options: ExportOptions) -> Path:
+    """Where GGUF sources are dequantized: artifacts/gguf_cache next to the model repository."""
+    return Path(options.model_repository).resolve().parent / GGUF_CACHE
+
+
+def export_tier(source: Path, options: ExportOptions, gguf_cache: Path | None = None) -> Path:
+    """Export a checkpoint directory or GGUF file into the model repository as options.tier; returns the folder written.
+
+    A GGUF source is dequantized into a checkpoint under gguf_cache (default: `default_gguf_cache`) first; the stamp
+    names the GGUF file, so the tier stays current while the file is unchanged.
+    """
     from tqdm import tqdm
 
-    hf_dir = Path(hf_dir)
-    check_source(hf_dir)
+    from router_export import gguf_source
+
+    source = Path(source)
     repo = Path(options.model_repository)
     if not repo.is_dir():
         raise ExportError(f"model repository {repo} does not exist")
-    steps = ["export ONNX", *(["quantize INT8"] if options.int8 else []), "install files"]
+    if source.is_file() and gguf_source.is_gguf(source):
+        try:
+            hf_dir = gguf_source.convert(source, gguf_cache or default_gguf_cache(options))
+        except gguf_source.GgufError as exc:
+            raise ExportError(str(exc)) from None
+    else:
+        hf_dir = source
+    check_source(hf_dir)
+    quantize_step = {"int8": "quantize INT8", "int4": "quantize INT4"}.get(options.quantize)
+    steps = ["export ONNX", *([quantize_step] if quantize_step else []), "install files"]
     progress = tqdm(total=len(steps), desc=f"export {options.tier}", unit="step", file=sys.stdout)
     target = options.target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -222,6 +294,9 @@ def export_tier(hf_dir: Path, options: ExportOptions) -> Path:
         progress.set_postfix_str(steps[0])
         from optimum.exporters.onnx import main_export
 
+        # tracing and deprecation notes about transformers' and torch's own code: nothing the user can act on
+        warnings.filterwarnings("ignore", module=r"(transformers|torch\.onnx)\.")
+        logging.getLogger("transformers").setLevel(logging.ERROR)
         try:
             main_export(
                 str(hf_dir),
@@ -243,9 +318,10 @@ def export_tier(hf_dir: Path, options: ExportOptions) -> Path:
             )
         staged = tmp_path / MODEL_SUBDIR
         staged.mkdir()
-        if options.int8:
-            progress.set_postfix_str("quantize INT8")
-            quantize_int8(onnx_dir / "model.onnx", staged / "model.onnx")
+        if quantize_step:
+            progress.set_postfix_str(quantize_step)
+            quantize = quantize_int8 if options.quantize == "int8" else quantize_int4
+            quantize(onnx_dir / "model.onnx", staged / "model.onnx")
             progress.update()
         else:
             for name in ("model.onnx", "model.onnx_data"):
@@ -253,10 +329,10 @@ def export_tier(hf_dir: Path, options: ExportOptions) -> Path:
                     shutil.move(onnx_dir / name, staged / name)
         progress.set_postfix_str("install files")
         for name in SIDE_FILES:
-            source = onnx_dir / name if (onnx_dir / name).exists() else hf_dir / name
-            if source.exists():
-                shutil.copy2(source, staged / name)
-        (staged / STAMP).write_text(json.dumps(stamp_for(hf_dir, options), indent=2) + "\n")
+            side_file = onnx_dir / name if (onnx_dir / name).exists() else hf_dir / name
+            if side_file.exists():
+                shutil.copy2(side_file, staged / name)
+        (staged / STAMP).write_text(json.dumps(stamp_for(source, options), indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
         staged.rename(target)
@@ -265,13 +341,13 @@ def export_tier(hf_dir: Path, options: ExportOptions) -> Path:
     created = write_tier_config(options)
     if created is not None:
         print(f"wrote {created} from the tier template; review instance count and parameters", flush=True)
-    print(f"{options.tier}: exported {hf_dir} -> {target}", flush=True)
+    print(f"{options.tier}: exported {source} -> {target}", flush=True)
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="router-export-tier", description=__doc__.splitlines()[0])
-    parser.add_argument("model_dir", type=Path, help="local Hugging Face causal-LM directory")
+    parser.add_argument("model_dir", type=Path, help="local Hugging Face causal-LM directory, or a GGUF file")
     parser.add_argument(
         "--tier",
         "--model-name",
@@ -288,24 +364,43 @@ def main(argv: list[str] | None = None) -> int:
         help="fp16 exports on a CUDA device, for the CUDA provider on GPU hosts",
     )
     parser.add_argument(
-        "--int8", action="store_true", help="onnxruntime dynamic INT8 weight quantization (CPU serving)"
+        "--quantize",
+        choices=QUANTIZATIONS,
+        default=None,
+        help="CPU serving: int8 = onnxruntime dynamic INT8; int4 = weight-only 4-bit MatMulNBits, block "
+        f"{INT4_BLOCK_SIZE}, symmetric (default none)",
+    )
+    parser.add_argument("--int8", action="store_true", help="the same as --quantize int8")
+    parser.add_argument(
+        "--gguf-cache",
+        type=Path,
+        default=None,
+        help=f"where a GGUF source is dequantized (default: <model repository>/../{GGUF_CACHE})",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: optimum's choice)")
     parser.add_argument("--force", action="store_true", help="export even when the tier is up to date")
     args = parser.parse_args(argv)
+    if args.int8 and args.quantize not in (None, "int8"):
+        parser.error(f"--int8 contradicts --quantize {args.quantize}")
     try:
         options = ExportOptions(
             tier=args.tier,
             model_repository=args.model_repository,
             version=args.version,
             dtype=args.dtype,
-            int8=args.int8,
+            quantize="int8" if args.int8 else (args.quantize or "none"),
             opset=args.opset,
         )
+        existing = Path(options.model_repository) / options.tier / "config.pbtxt"  # a tier name, not router's
+        if existing.exists() and (lacks := missing_tier_interface(read_model_config(existing))):
+            raise ExportError(
+                f"{options.tier!r} in {options.model_repository} is not a tier (its config.pbtxt lacks "
+                f"{', '.join(lacks)}); give a tier's name (e.g. tier_small) or a new one"
+            )
         if not args.force and tier_is_current(args.model_dir, options):
             print(f"{options.tier} is up to date ({options.target}); --force to export again")
             return 0
-        export_tier(args.model_dir, options)
+        export_tier(args.model_dir, options, gguf_cache=args.gguf_cache)
     except ExportError as exc:
         print(f"router-export-tier: {exc}", file=sys.stderr)
         return 2

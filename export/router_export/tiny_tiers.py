@@ -2,7 +2,9 @@
 
 Each tier is a Hugging Face causal-LM directory under `artifacts/tiny_tiers/<tier>/` (random weights, fixed seed, a
 byte-level BPE tokenizer trained here on Python's own docstrings) exported with `router-export-tier` into
-`model_repository/<tier>/1/model/`. Sizes differ clearly (2/4/8 layers, hidden 64/128/256).
+`model_repository/<tier>/1/model/`. Sizes differ clearly (2/4/8 layers, hidden 64/128/256). `router-build-models`
+exports all three into `artifacts/stand_in/`, the stand-ins the tests serve (router_export.stand_in), and tier_medium /
+tier_large into the repository unless a real model was exported there; this command alone builds all three in place.
 
 Random weights give junk text. Two choices keep that junk useful for tests:
 - the end token's output-embedding row is zeroed, so its logit is 0 while the best of the other 4k logits is clearly
@@ -21,7 +23,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from router_export.tiers import ExportOptions, export_tier, tier_is_current
+from router_export.tiers import STAMP, ExportOptions, export_tier, tier_is_current
 
 ARTIFACTS = Path("artifacts") / "tiny_tiers"
 VOCAB_SIZE = 4096
@@ -148,11 +150,39 @@ def hf_dir_is_current(spec: TinySpec, hf_dir: Path) -> bool:
     return json.loads(marker.read_text()) == {**asdict(spec), "builder_version": BUILDER_VERSION}
 
 
-def build_for_repository(repo: Path, force: bool = False, artifacts: Path | None = None, int8: bool = False) -> None:
-    """Build the three tiny tiers' HF dirs (under artifacts) and export them into `repo`; skip what is current."""
+def exported_from(repo: Path, tier: str) -> str | None:
+    """The source named by a tier's export stamp, or None when the tier has no (readable) stamp."""
+    stamp = ExportOptions(tier=tier, model_repository=repo).target / STAMP
+    try:
+        return json.loads(stamp.read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def build_for_repository(
+    repo: Path,
+    force: bool = False,
+    artifacts: Path | None = None,
+    int8: bool = False,
+    tiers: tuple[str, ...] | None = None,
+    keep_other_exports: bool = False,
+) -> None:
+    """Build the tiny tiers' HF dirs (under artifacts) and export them into `repo`; skip what is current.
+
+    `tiers` limits the build to those names (default: all three); `keep_other_exports` leaves alone a tier that was
+    exported from another source (a real model put there with router-export-tier)."""
     artifacts = Path(artifacts) if artifacts is not None else Path(repo).resolve().parent / ARTIFACTS
+    unknown = set(tiers or ()) - {spec.tier for spec in TINY_TIERS}
+    if unknown:
+        raise ValueError(f"no tiny tier named {', '.join(sorted(unknown))}")
     for spec in TINY_TIERS:
+        if tiers is not None and spec.tier not in tiers:
+            continue
         hf_dir = artifacts / spec.tier
+        other = exported_from(Path(repo), spec.tier)
+        if keep_other_exports and not force and other is not None and other != str(hf_dir.resolve()):
+            print(f"[tiny-tiers] {spec.tier} was exported from {other}: left as it is", flush=True)
+            continue
         rebuilt = False
         if force or not hf_dir_is_current(spec, hf_dir):
             print(
@@ -160,7 +190,7 @@ def build_for_repository(repo: Path, force: bool = False, artifacts: Path | None
             )
             build_hf_model(spec, hf_dir)
             rebuilt = True
-        options = ExportOptions(tier=spec.tier, model_repository=Path(repo), int8=int8)
+        options = ExportOptions(tier=spec.tier, model_repository=Path(repo), quantize="int8" if int8 else "none")
         if not rebuilt and not force and tier_is_current(hf_dir, options):
             print(f"[tiny-tiers] {spec.tier} is up to date", flush=True)
             continue

@@ -21,14 +21,17 @@ reached as a remote tier (a second Triton server, gRPC URL + model ``ensemble``)
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from typing import Any, TypeVar
 
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 MODELS = ("ensemble", "preprocessing", "postprocessing", "tensorrt_llm", "tensorrt_llm_bls")
@@ -37,6 +40,7 @@ REQUIRED_INPUTS = ("text_input", "max_tokens")
 REQUIRED_OUTPUTS = ("text_output", "output_log_probs", "cum_log_probs")
 SERVED_MODELS = ("ensemble", "tensorrt_llm_bls")
 PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+T = TypeVar("T")
 
 
 class TrtllmError(ValueError):
@@ -266,6 +270,12 @@ def _parse_set(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _from_flags(target: Callable[..., T], args: argparse.Namespace, **given: Any) -> T:
+    """`target(...)` with each parameter from the parsed flag whose dest is its name; `given` sets the others."""
+    names = [name for name in inspect.signature(target).parameters if name not in given]
+    return target(**{name: getattr(args, name) for name in names}, **given)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trtllm", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -298,31 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "engine":
-            opts = EngineOptions(
-                hf_dir=args.hf_dir,
-                out=args.out,
-                examples_dir=args.examples_dir,
-                family=args.family,
-                dtype=args.dtype,
-                tp_size=args.tp_size,
-                pp_size=args.pp_size,
-                max_batch_size=args.max_batch_size,
-                max_input_len=args.max_input_len,
-                max_seq_len=args.max_seq_len,
-                max_num_tokens=args.max_num_tokens,
-                convert_args=tuple(args.convert_arg),
-                build_args=tuple(args.build_arg),
-            )
-            build_engine(opts, dry_run=args.dry_run)
+            extra_args = {"convert_args": tuple(args.convert_arg), "build_args": tuple(args.build_arg)}
+            build_engine(_from_flags(EngineOptions, args, **extra_args), dry_run=args.dry_run)
         else:
-            values = template_values(
-                engine_dir=args.engine_dir,
-                tokenizer_dir=args.tokenizer_dir,
-                max_batch_size=args.max_batch_size,
-                kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
-                instances=args.instances,
-                extra=_parse_set(args.set),
-            )
+            values = _from_flags(template_values, args, extra=_parse_set(args.set))
             models = write_repository(args.templates, args.out, values)
             print(f"wrote {', '.join(models)} to {args.out}")
     except TrtllmError as exc:

@@ -5,15 +5,21 @@
 Requests are forwarded over gRPC to Triton: `router` for plain requests, `router_stream` for `stream: true`.
 
 - Model names: `router` runs the cascade (classifier -> start tier -> escalation); a tier name (`tier_small`,
-  `tier_medium`, `tier_large`) forces that tier (`force_tier`, no escalation). Any other name is a
-  404 in OpenAI's error format.
-- Messages become one prompt (`render_messages`): a conversation of one user message is sent verbatim;
-  otherwise every message becomes `<Role>: <content>` (System, User, Assistant, Tool), in order, separated by
-  a blank line. Content given as a list of parts keeps its text parts (joined by newlines); other part types
-  are rejected with a 400.
+  `tier_medium`, `tier_large` in the default policy) forces that tier (`force_tier`, no escalation). Any other name is
+  a 404 in OpenAI's error format. The tier names are the server's (router_client.client's `tiers()`: the router's
+  policy), learnt on first use and asked again when a request names a tier the front does not know; a name that
+  needs them while Triton is unreachable is a 503.
+- Messages are sent as the router's `messages` input (a JSON list of {"role", "content"}; `text_input` ""), so each
+  tier renders the conversation with its own chat template (`chat_messages`). Content given as a list of parts
+  keeps its text parts (joined by newlines); other part types are rejected with a 400. A router that does not
+  declare the `messages` input (an older model repository) gets one prompt instead (`render_messages`): a
+  conversation of one user message verbatim, otherwise every message as `<Role>: <content>` (System, User,
+  Assistant, Tool), in order, separated by a blank line.
 - `max_tokens` (or `max_completion_tokens`) is passed to the router (which caps it by the policy). Sampling
-  parameters (temperature, top_p, stop, ...) are accepted and ignored: the tiers' generation settings come
-  from the routing policy. `n` must be 1.
+  parameters (temperature, top_p, stop, seed, ...: ACCEPTED_IGNORED) are accepted and ignored: the tiers' generation
+  settings come from the routing policy. `n` must be 1. Fields the front cannot honour (tools, response_format, ...:
+  UNSUPPORTED_FIELDS) and unknown fields (a typo such as `max_teir`) are a 400 naming the field.
+- Only `/v1/chat/completions` generates; `/v1/completions` and any other path is a 404 in OpenAI's format.
 - Router extras, e.g. with the OpenAI SDK's `extra_body`: `min_tier`, `max_tier`, `confidence_threshold`,
   `return_trace`.
 - `usage` carries `prompt_tokens`/`completion_tokens` of the tier that answered and, as extra fields, the
@@ -38,39 +44,71 @@ Requests are forwarded over gRPC to Triton: `router` for plain requests, `router
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import difflib
 import json
+import logging
 import os
 import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import tritonclient.grpc.aio as grpcclient_aio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from llm_router.protocol import (
+    StreamClosedError,
+    TierPiece,
+    is_input_rejection,
+    stream_results,
+    tier_piece,
+    tier_request_arrays,
+)
 from pydantic import BaseModel, ConfigDict, Field
 from router_client.client import (
     DEFAULT_URL,
     ROUTER_MODEL,
     ROUTER_STREAM_MODEL,
-    TIER_MODELS,
     AsyncRouterClient,
     RouteOptions,
     RouterError,
     RouterResult,
     StreamDelta,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-MODEL_NAMES = (ROUTER_MODEL, *TIER_MODELS)
 OWNER = "triton-llm-router"
 DIRECT_TIER_MAX_TOKENS = 64
+MESSAGES_INPUT = "messages"  # the router's optional input: the conversation as JSON (text_input is then "")
+log = logging.getLogger("uvicorn.error")  # uvicorn's console logger: startup problems show next to its lines
+
+# OpenAI request fields that are accepted and ignored (generation settings come from the routing policy)
+ACCEPTED_IGNORED = (
+    "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "user",
+    "metadata", "store", "service_tier", "parallel_tool_calls", "reasoning_effort", "prompt_cache_key",
+    "safety_identifier",
+)  # fmt: skip
+# OpenAI request fields that change what the answer must be, which the router cannot do: a 400 when set
+UNSUPPORTED_FIELDS = {
+    "tools": "tool calls are not supported (the tiers generate text only)",
+    "tool_choice": "tool calls are not supported (the tiers generate text only)",
+    "functions": "function calls are not supported (the tiers generate text only)",
+    "function_call": "function calls are not supported (the tiers generate text only)",
+    "response_format": 'only text answers are supported (response_format must be absent or {"type": "text"})',
+    "audio": "audio output is not supported (the tiers generate text only)",
+    "modalities": "only the text modality is supported",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+}
+NOT_FOUND_HINTS = {
+    "/v1/completions": "this front serves the chat API only: POST /v1/chat/completions with the prompt as one user "
+    "message",
+}
 
 # Triton/gRPC status -> (HTTP status, OpenAI error type)
 _STATUS_MAP = {
@@ -104,9 +142,10 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The fields of OpenAI's chat completion request the front uses; the others are accepted and ignored."""
+    """OpenAI's chat completion request as the front serves it: an unknown field is refused (extra="forbid"), the
+    fields of ACCEPTED_IGNORED are accepted and ignored, and those of UNSUPPORTED_FIELDS are refused when set."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
@@ -121,6 +160,31 @@ class ChatCompletionRequest(BaseModel):
     return_trace: bool = False
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # accepted and ignored (ACCEPTED_IGNORED), refused when set (UNSUPPORTED_FIELDS)
+    temperature: Any = None
+    top_p: Any = None
+    stop: Any = None
+    seed: Any = None
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    logit_bias: Any = None
+    user: Any = None
+    metadata: Any = None
+    store: Any = None
+    service_tier: Any = None
+    parallel_tool_calls: Any = None
+    reasoning_effort: Any = None
+    prompt_cache_key: Any = None
+    safety_identifier: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    response_format: Any = None
+    audio: Any = None
+    modalities: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
 
 
 class FrontError(Exception):
@@ -177,19 +241,94 @@ def render_messages(messages: Sequence[ChatMessage]) -> str:
     return prompt
 
 
-def route_options(body: ChatCompletionRequest) -> RouteOptions:
-    """Routing overrides for a request; raises a 404 FrontError for an unknown model."""
-    if body.model not in MODEL_NAMES:
+def chat_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    """The router's `messages` input: each message's role and text (content parts joined); a 400 FrontError when
+    there is no text at all."""
+    texts = [message_text(m, i) for i, m in enumerate(messages)]
+    if not any(t.strip() for t in texts):
+        raise FrontError(400, "the messages have no text to send", param="messages")
+    # the legacy role `function` is a tool result; the tiers' templates know `tool`
+    roles = ["tool" if m.role == "function" else m.role for m in messages]
+    return [{"role": role, "content": text} for role, text in zip(roles, texts, strict=True)]
+
+
+def refuse_unsupported(body: ChatCompletionRequest) -> None:
+    """A 400 FrontError for the first field of UNSUPPORTED_FIELDS that asks for something (null, [] and the text-only
+    values are no-ops and pass)."""
+    for name, why in UNSUPPORTED_FIELDS.items():
+        value = getattr(body, name)
+        no_op = value in (None, [], "none") or (name == "response_format" and value == {"type": "text"}) or (
+            name == "modalities" and value == ["text"]
+        )  # fmt: skip
+        if not no_op:
+            raise FrontError(400, f"`{name}`: {why}", param=name, code="unsupported_parameter")
+
+
+def unknown_field_message(name: str) -> str:
+    """OpenAI's message for an unknown request field, with the closest known field when there is one."""
+    known = [n for n in ChatCompletionRequest.model_fields if n not in UNSUPPORTED_FIELDS]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    return f"Unrecognized request argument supplied: {name}{hint}"
+
+
+def validation_error(errors: Sequence[Any]) -> FrontError:
+    """The 400 for a request body that FastAPI could not parse or validate (the first error)."""
+    first = errors[0] if errors else {}
+    loc = [p for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        where = f" at character {loc[0]}" if loc else ""
+        detail = (first.get("ctx") or {}).get("error")
+        return FrontError(
+            400, f"the request body is not valid JSON{where}" + (f" ({detail})" if detail else "") +
+            "; send a JSON object such as {\"model\": \"router\", \"messages\": [...]}",
+        )  # fmt: skip
+    if first.get("type") == "extra_forbidden" and len(loc) == 1:
+        return FrontError(400, unknown_field_message(str(loc[0])), param=str(loc[0]), code="unknown_parameter")
+    where = ".".join(str(p) for p in loc)
+    message = f"{where}: {first.get('msg', 'invalid request')}" if where else str(first.get("msg", "invalid request"))
+    return FrontError(400, message, param=where or None)
+
+
+async def triton_problem(triton_url: str, timeout_s: float = 5.0) -> str | None:
+    """What stops the front from serving with the Triton server at `triton_url` (None when the router is ready)."""
+    client = grpcclient_aio.InferenceServerClient(triton_url)
+    try:
+        try:
+            live = await client.is_server_live(client_timeout=timeout_s)
+        except InferenceServerException as exc:
+            return f"Triton at {triton_url} is not reachable ({RouterError.from_triton(exc)})"
+        if not live:
+            return f"Triton at {triton_url} is not live"
+        try:
+            ready = await client.is_model_ready(ROUTER_MODEL, client_timeout=timeout_s)
+        except InferenceServerException:
+            ready = False
+        return None if ready else f"Triton at {triton_url} is up, but its `{ROUTER_MODEL}` model is not ready"
+    finally:
+        await client.close()
+
+
+def tier_names_used(body: ChatCompletionRequest) -> list[str]:
+    """The tier names a request uses (as its model, min_tier, max_tier)."""
+    model = None if body.model == ROUTER_MODEL else body.model
+    return [name for name in (model, body.min_tier, body.max_tier) if name is not None]
+
+
+def route_options(body: ChatCompletionRequest, tiers: Sequence[str]) -> RouteOptions:
+    """Routing overrides for a request, given the server's tier names; a 404 FrontError for an unknown model."""
+    models = (ROUTER_MODEL, *tiers)
+    if body.model not in models:
         raise FrontError(
-            404, f"The model `{body.model}` does not exist. Available: {', '.join(MODEL_NAMES)}",
+            404, f"The model `{body.model}` does not exist. Available: {', '.join(models)}",
             param="model", code="model_not_found",
         )  # fmt: skip
     for name in ("min_tier", "max_tier"):
         value = getattr(body, name)
-        if value is not None and value not in TIER_MODELS:
-            raise FrontError(400, f"{name} must be one of {', '.join(TIER_MODELS)}, not {value!r}", param=name)
+        if value is not None and value not in tiers:
+            raise FrontError(400, f"{name} must be one of {', '.join(tiers)}, not {value!r}", param=name)
     return RouteOptions(
-        force_tier=body.model if body.model in TIER_MODELS else None,
+        force_tier=body.model if body.model in tiers else None,
         min_tier=body.min_tier,
         max_tier=body.max_tier,
         confidence_threshold=body.confidence_threshold,
@@ -210,8 +349,10 @@ def usage_of(result: RouterResult) -> dict[str, Any]:
 
 
 def finish_reason(result: RouterResult, max_tokens: int | None) -> str:
-    """'length' when the answer used the whole max_tokens budget that was asked for, else 'stop'."""
-    return "length" if max_tokens is not None and result.completion_tokens >= max_tokens else "stop"
+    """The router's finish_reason ('length' when its request's or its tier's token cap cut the answer), else
+    'length' when the answer used the whole max_tokens budget that was asked for, else 'stop'."""
+    fallback = "length" if max_tokens is not None and result.completion_tokens >= max_tokens else "stop"
+    return str(result.route.get("finish_reason") or fallback)
 
 
 def completion_body(
@@ -263,86 +404,41 @@ def sse_event(payload: dict[str, Any] | str) -> str:
 # -- logprobs: direct tier calls ----
 
 
-@dataclass
-class TierPiece:
-    """One streamed piece of a direct tier call, with its tokens' log-probs and the running token counts."""
-
-    text: str
-    logprobs: list[float]
-    input_tokens: int
-    output_tokens: int
-
-
-def _tier_tensor(name: str, value: Any, dtype: Any) -> grpcclient_aio.InferInput:
-    array = np.array([[value]], dtype=dtype)
-    tensor = grpcclient_aio.InferInput(name, [1, 1], np_to_triton_dtype(array.dtype))
-    tensor.set_data_from_numpy(array)
-    return tensor
-
-
 async def tier_pieces(
-    client: grpcclient_aio.InferenceServerClient, tier: str, prompt: str, max_tokens: int, timeout_s: float
+    client: grpcclient_aio.InferenceServerClient,
+    tier: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    timeout_s: float,
 ) -> AsyncIterator[TierPiece]:
-    """Generate with one tier model directly (gRPC streaming, log-probs on); RouterError on any failure."""
-    inputs = [
-        _tier_tensor("text_input", prompt.encode("utf-8"), np.object_),
-        _tier_tensor("max_tokens", max_tokens, np.int32),
-        _tier_tensor("return_log_probs", True, np.bool_),
-        _tier_tensor("stream", True, np.bool_),
-    ]
-    done = asyncio.Event()
-
-    async def requests() -> AsyncIterator[dict[str, Any]]:
-        yield {"model_name": tier, "inputs": inputs, "parameters": {"triton_enable_empty_final_response": True}}
-        await done.wait()
-
-    responses = client.stream_infer(requests(), stream_timeout=timeout_s)
-    finished = False
+    """Generate with one tier model directly (gRPC streaming, log-probs on, the conversation as its `messages`
+    input); RouterError on any failure."""
+    # the tiers batch (max_batch_size > 0): each input [batch, 1]
+    arrays = tier_request_arrays("", max_tokens, stream=True, messages=json.dumps(messages, ensure_ascii=False))
+    inputs = []
+    for name, array in arrays.items():
+        tensor = grpcclient_aio.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    results = stream_results(client, {"model_name": tier, "inputs": inputs}, timeout_s=timeout_s)
     try:
-        async for result, error in responses:
-            if error is not None:
-                message = error.message() if hasattr(error, "message") else str(error)
-                # a streamed error carries no status code: a prompt above the tier's context is the client's fault
-                status = "INVALID_ARGUMENT" if "context" in message or "max_tokens" in message else "INTERNAL"
-                raise RouterError(f"{tier}: {message}", status)
-            response = result.get_response()
-            if response.outputs:
-                logprobs = result.as_numpy("output_log_probs")
-                text = result.as_numpy("text_output")
-                yield TierPiece(
-                    text=_decode(text),
-                    logprobs=[float(x) for x in logprobs.reshape(-1)] if logprobs is not None else [],
-                    input_tokens=_int(result.as_numpy("input_tokens")),
-                    output_tokens=_int(result.as_numpy("output_tokens")),
-                )
-            params = response.parameters
-            if "triton_final_response" in params and params["triton_final_response"].bool_param:
-                finished = True
-                return
-        raise RouterError(f"the stream from {tier} closed before its final response", "UNAVAILABLE")
+        async with contextlib.aclosing(results):
+            async for result in results:
+                if result.get_response().outputs:
+                    yield tier_piece(result.as_numpy)
     except InferenceServerException as exc:
-        raise RouterError.from_triton(exc) from exc
-    finally:
-        done.set()
-        if not finished:
-            responses.cancel()
-
-
-def _decode(value: np.ndarray | None) -> str:
-    if value is None or value.size == 0:
-        return ""
-    item = value.reshape(-1)[0]
-    return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
-
-
-def _int(value: np.ndarray | None) -> int:
-    return int(value.reshape(-1)[0]) if value is not None and value.size else 0
+        error = RouterError.from_triton(exc)
+        # an error on a stream carries no status code: a prompt above the tier's context is the client's fault
+        status = "INVALID_ARGUMENT" if is_input_rejection(error.status, error.message) else error.status
+        raise RouterError(f"{tier}: {error.message}", status or "INTERNAL") from exc
+    except StreamClosedError as exc:
+        raise RouterError(str(exc), "UNAVAILABLE") from exc
 
 
 def logprob_entries(piece: TierPiece) -> list[dict[str, Any]]:
     """OpenAI `logprobs.content` entries of one piece: its text on the first token, "" on the others."""
     entries = []
-    for i, logprob in enumerate(piece.logprobs):
+    for i, logprob in enumerate(piece.logprobs or []):
         token = piece.text if i == 0 else ""
         entries.append({"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8")), "top_logprobs": []})
     return entries
@@ -369,6 +465,11 @@ def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_k
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.router = AsyncRouterClient(triton_url, timeout_s=timeout_s)
         app.state.tiers = grpcclient_aio.InferenceServerClient(triton_url)  # direct tier calls (logprobs)
+        app.state.tier_names = None  # the server's, learnt on first use (tier_names)
+        app.state.takes_messages = {}  # router model -> declares the `messages` input (takes_messages)
+        problem = await triton_problem(triton_url)
+        if problem:  # the front still starts (Triton may come up later); each request gets a 503 until then
+            log.warning("%s; requests get a 503 until it is (start it with router-serve)", problem)
         try:
             yield
         finally:
@@ -384,10 +485,18 @@ def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_k
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid request')}" if where else str(first.get("msg", exc))
-        return FrontError(400, message, param=where or None).response()
+        return validation_error(exc.errors()).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Unknown paths (404) and wrong methods (405) in OpenAI's format."""
+        path = request.url.path.rstrip("/")
+        if exc.status_code == 404:
+            hint = NOT_FOUND_HINTS.get(path, "this front serves POST /v1/chat/completions and GET /v1/models")
+            error = FrontError(404, f"{request.method} {path or '/'} is not served: {hint}", code="unknown_url")
+        else:
+            error = FrontError(exc.status_code, f"{request.method} {path or '/'}: {exc.detail}")
+        return error.response()
 
     @app.middleware("http")
     async def _check_api_key(request: Request, call_next: Any) -> Any:
@@ -399,14 +508,39 @@ def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_k
                 ).response()
         return await call_next(request)
 
+    async def tier_names(needed: Sequence[str] = (), refresh: bool = False) -> list[str]:
+        """The server's tier names, cheapest first; asked again when `needed` names one the front does not know."""
+        known = app.state.tier_names
+        if refresh or known is None or any(name not in known for name in needed):
+            try:
+                app.state.tier_names = known = await app.state.router.tiers()
+            except RouterError as exc:
+                raise FrontError(
+                    503, f"Triton at {triton_url} is not reachable: {exc.message}", "server_error"
+                ) from exc
+        return known
+
+    async def takes_messages(model: str) -> bool:
+        """Whether router model `model` declares the `messages` input (asked once per model; False, not remembered,
+        when Triton cannot be asked: the request then fails with the router's own error)."""
+        known = app.state.takes_messages
+        if model not in known:
+            try:
+                config = await app.state.tiers.get_model_config(model, as_json=True, client_timeout=10)
+            except InferenceServerException:
+                return False
+            known[model] = any(i.get("name") == MESSAGES_INPUT for i in config.get("config", {}).get("input", []))
+        return known[model]
+
     async def ready_models() -> list[str]:
         try:
             ready = set(await app.state.router.ready_models())
         except RouterError as exc:
             raise FrontError(503, f"Triton at {triton_url} is not reachable: {exc.message}", "server_error") from exc
+        app.state.takes_messages = {}  # the router may have been reloaded: ask again
         if ROUTER_MODEL not in ready:
             return []
-        return [name for name in MODEL_NAMES if name in ready]
+        return [ROUTER_MODEL, *(name for name in await tier_names(refresh=True) if name in ready)]
 
     def model_card(name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": started, "owned_by": OWNER}
@@ -430,22 +564,27 @@ def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_k
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         if body.n != 1:
             raise FrontError(400, "n must be 1", param="n")
-        options = route_options(body)
-        prompt = render_messages(body.messages)
+        refuse_unsupported(body)
+        used = tier_names_used(body)
+        options = route_options(body, await tier_names(used) if used else [])
+        messages = chat_messages(body.messages)
         max_tokens = body.max_completion_tokens or body.max_tokens
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         router: AsyncRouterClient = app.state.router
         if body.logprobs and options.force_tier is not None:
-            return await direct_tier_completion(body, prompt, completion_id, created)
+            return await direct_tier_completion(body, messages, completion_id, created)
+        model = ROUTER_STREAM_MODEL if body.stream else ROUTER_MODEL
+        # the conversation as the router's `messages` input (each tier applies its chat template), or one prompt
+        prompt = {"messages": messages} if await takes_messages(model) else {"prompt": render_messages(body.messages)}
         if not body.stream:
             try:
-                result = await router.route(prompt, max_tokens=max_tokens, options=options)
+                result = await router.route(max_tokens=max_tokens, options=options, **prompt)
             except RouterError as exc:
                 raise FrontError.from_router(exc) from exc
             return completion_body(result, body.model, completion_id, created, max_tokens)
 
-        events = router.stream(prompt, max_tokens=max_tokens, options=options, model=ROUTER_STREAM_MODEL).__aiter__()
+        events = router.stream(max_tokens=max_tokens, options=options, model=model, **prompt).__aiter__()
         try:  # the first event decides between an HTTP error and a stream
             first = await events.__anext__()
         except RouterError as exc:
@@ -457,11 +596,13 @@ def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_k
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def direct_tier_completion(body: ChatCompletionRequest, prompt: str, completion_id: str, created: int) -> Any:
+    async def direct_tier_completion(
+        body: ChatCompletionRequest, messages: list[dict[str, str]], completion_id: str, created: int
+    ) -> Any:
         """`logprobs: true` with a tier as the model: call the tier itself (see the module docstring)."""
         tier = body.model
         max_tokens = body.max_completion_tokens or body.max_tokens or DIRECT_TIER_MAX_TOKENS
-        pieces = tier_pieces(app.state.tiers, tier, prompt, max_tokens, timeout_s).__aiter__()
+        pieces = tier_pieces(app.state.tiers, tier, messages, max_tokens, timeout_s).__aiter__()
         try:
             first = await anext(pieces, None)
         except RouterError as exc:
@@ -581,16 +722,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m router_frontend.openai_front",
         description="OpenAI-compatible HTTP front (/v1/chat/completions, /v1/models) for the Triton router.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--triton-url", default=DEFAULT_URL, help="Triton gRPC endpoint (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per router call")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: loopback only)")
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port of the front (default %(default)s)")
+    parser.add_argument(
+        "--triton-url",
+        default=DEFAULT_URL,
+        help="Triton gRPC endpoint (default %(default)s, router-serve's gRPC port); checked at start",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per router call (default %(default)s)")
     parser.add_argument(
         "--api-key",
         default=os.environ.get("ROUTER_FRONT_API_KEY"),
         help="require `Authorization: Bearer KEY` on /v1 (default: $ROUTER_FRONT_API_KEY; none = open)",
     )
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default="info", help="uvicorn's log level (default %(default)s)")
     return parser.parse_args(argv)
 
 

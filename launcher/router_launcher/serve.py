@@ -22,8 +22,9 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from llm_router import backends as _backends
 
@@ -71,6 +72,19 @@ class ServerOptions:
     # they are, real onnxruntime backend included; default: the nvidia-pytriton wheel + the CPU stand-in
     triton_home: Path | None = None
     extra_args: list[str] = field(default_factory=list)  # passed to tritonserver as they are
+
+    @classmethod
+    def on_free_ports(cls, model_repository: Path, **options: Any) -> ServerOptions:
+        """Options for a server on gRPC, HTTP and metrics ports that are free right now (benchmarks, tests);
+        `options` sets the other fields."""
+        grpc_port, http_port, metrics_port = free_ports(3, options.get("host", cls.host))
+        return cls(
+            model_repository=model_repository,
+            grpc_port=grpc_port,
+            http_port=http_port,
+            metrics_port=metrics_port,
+            **options,
+        )
 
 
 @dataclass(frozen=True)
@@ -400,9 +414,8 @@ class LocalTritonServer:
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
-        if self._run_dir is not None:
-            shutil.rmtree(self._run_dir / "backends", ignore_errors=True)
-            shutil.rmtree(self._run_dir / "models", ignore_errors=True)
+        if self._run_dir is not None:  # backends, merged repository and (without --log-file) the log
+            shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalTritonServer:
         return self.start()
@@ -422,68 +435,74 @@ def running_server(options: ServerOptions) -> Iterator[LocalTritonServer]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
+    """`router-serve`'s options; every default is the ServerOptions field's (each flag's dest is the field)."""
     parser = argparse.ArgumentParser(
         prog="router-serve",
         description="Run the real Triton server locally (CPU) on the project's model repository until Ctrl-C.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--log-file", type=Path, default=None, help="write Triton's log here (default: a temp file)")
-    parser.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none")
-    parser.add_argument("--load-model", action="append", default=[], help="with explicit mode: model to load ('*')")
+    parser.set_defaults(**{f.name: getattr(ServerOptions(), f.name) for f in fields(ServerOptions)})
+    parser.add_argument("--model-repository", type=Path, help="the Triton model repository")
+    parser.add_argument("--host", help="address to bind (loopback only by default)")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port (router-client, the OpenAI front)")
+    parser.add_argument("--http-port", type=int, help="HTTP/REST port (KServe v2: /v2/...)")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus metrics port (/metrics)")
     parser.add_argument(
-        "--backend-config",
-        action="append",
-        default=[],
-        help="passed to tritonserver, e.g. python,shm-default-byte-size=...",
+        "--log-file",
+        type=Path,
+        help="keep Triton's log in this file (default: a temp file, removed on exit)%(default).0s",
     )
-    parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for readiness")
-    parser.add_argument("--stop-grace", type=float, default=20.0, help="seconds between SIGTERM and SIGKILL")
-    parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument(
+        "--model-control-mode",
+        choices=["none", "explicit", "poll"],
+        help="none: load every model at start; explicit: load/unload through the API (--load-model)",
+    )
+    parser.add_argument(
+        "--load-model",
+        dest="load_models",
+        action="append",
+        metavar="LOAD_MODEL",
+        help="with explicit mode: model to load at start, repeatable ('*' = all)",
+    )
+    parser.add_argument(
+        "--backend-config", action="append", help="passed to tritonserver, e.g. python,shm-default-byte-size=..."
+    )
+    parser.add_argument(
+        "--startup-timeout", dest="startup_timeout_s", metavar="SECONDS", type=float, help="to wait for readiness"
+    )
+    parser.add_argument(
+        "--stop-grace", dest="stop_grace_s", metavar="SECONDS", type=float, help="between SIGTERM and SIGKILL"
+    )
+    parser.add_argument("--log-verbose", type=int, help="Triton's --log-verbose level")
     parser.add_argument(
         "--on-stub-exit",
+        dest="stub_watchdog",
         choices=WATCHDOG_CHOICES,
-        default="auto",
         help="when a Python stub dies: restart its model (explicit mode), exit, or off; auto = restart in "
         "explicit mode, exit otherwise",
     )
-    parser.add_argument("--quiet", action="store_true", help="do not echo Triton's log to the console")
+    # the command echoes Triton's log unless told not to (a LocalTritonServer in a test or the demo does not)
+    parser.add_argument(
+        "--quiet",
+        dest="echo_log",
+        action="store_false",
+        default=True,
+        help="do not echo Triton's log to the console (default: echo it)%(default).0s",
+    )
     parser.add_argument(
         "--triton-home",
         type=Path,
-        default=None,
         help="an installed Triton (e.g. /opt/tritonserver in the NGC image) with its own backends; default: the "
-        "nvidia-pytriton wheel's server and the CPU onnxruntime stand-in",
+        "nvidia-pytriton wheel's server and the CPU onnxruntime stand-in%(default).0s",
     )
     parser.add_argument(
         "--triton-arg",
+        dest="extra_args",
         action="append",
-        default=[],
         metavar="ARG",
         help="passed to tritonserver as it is, e.g. --triton-arg=--strict-readiness=true (repeatable)",
     )
-    args = parser.parse_args(argv)
-    return ServerOptions(
-        model_repository=args.model_repository,
-        host=args.host,
-        grpc_port=args.grpc_port,
-        http_port=args.http_port,
-        metrics_port=args.metrics_port,
-        log_file=args.log_file,
-        model_control_mode=args.model_control_mode,
-        load_models=args.load_model,
-        backend_config=args.backend_config,
-        startup_timeout_s=args.startup_timeout,
-        stop_grace_s=args.stop_grace,
-        log_verbose=args.log_verbose,
-        echo_log=not args.quiet,
-        stub_watchdog=args.on_stub_exit,
-        triton_home=args.triton_home,
-        extra_args=args.triton_arg,
-    )
+    return ServerOptions(**vars(parser.parse_args(argv)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -503,7 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(
         f"router-serve: ready in {server.startup_seconds:.1f}s  gRPC {server.grpc_url}  HTTP {server.http_url}  "
-        f"metrics {server.metrics_url}  log {server.log_path}",
+        f"metrics {server.metrics_url}  log {server.log_path}"
+        + (" (removed on exit; --log-file keeps one)" if options.log_file is None else ""),
         flush=True,
     )
     try:

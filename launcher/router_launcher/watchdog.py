@@ -8,37 +8,42 @@ starts a new stub. (Upstream: triton-inference-server/server#8604; readiness tha
 server#8552.)
 
 So the project watches the stubs itself:
-- `StubWatchdog` (started by `router-serve` / `LocalTritonServer`) polls the repository index and /proc. A READY
-  model whose stub it has seen alive, and whose stub is gone on two polls in a row, is dead. Action `restart`
-  (explicit model control): unload + load it (readiness is false meanwhile, and stays false if the load fails), and
-  load again any model that was READY before and is not after (an ensemble whose step was reloaded). Action `exit`:
-  stop tritonserver, so `router-serve` exits 1 and a supervisor restarts it. Every detection is logged.
+- `StubWatchdog` (started by `router-serve` / `LocalTritonServer`) polls the repository index and the processes.
+  A READY model whose stub it has seen alive, and whose stub is gone on two polls in a row, is dead. Action
+  `restart` (explicit model control): unload + load it (readiness is false meanwhile, and stays false if the load
+  fails), and load again any model that was READY before and is not after (an ensemble whose step was reloaded).
+  Action `exit`: stop tritonserver, so `router-serve` exits 1 and a supervisor restarts it. Every detection is
+  logged.
 - `python -m router_launcher.watchdog check --url http://localhost:8000` is a one-shot health check for deployments that
   run tritonserver directly (docker HEALTHCHECK, Kubernetes probe): exit 0 when the server (or, with `--models`,
   each named model) is ready and every READY Python-backend model has all its stub processes, 1 otherwise.
 
-Linux only (reads /proc). No Triton imports: it runs next to the server, not inside it.
+Talks to Triton through tritonclient.http and reads processes with psutil (Linux: a stub's argv names its model
+instance). It runs next to the server, not inside it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
 import sys
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+
+import psutil
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from router_launcher import procfs
 
 STUB_BINARY = "triton_python_backend_stub"
 ACTIONS = ("restart", "exit", "off")
 _INSTANCE_SUFFIX = re.compile(r"^(?P<model>.+)_\d+_\d+$")
+# what a query to a busy, stopping or gone server raises (tritonclient: the server's error; the socket: OSError)
+POLL_ERRORS = (InferenceServerException, OSError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -66,67 +71,31 @@ def parse_stub_cmdline(argv: list[str]) -> tuple[str, str] | None:
 def live_stubs(server_pid: int) -> list[StubProcess]:
     """The live (not zombie) stub processes whose parent is `server_pid`."""
     stubs = []
-    for pid in procfs.children(server_pid):
-        parsed = parse_stub_cmdline(procfs.cmdline(pid))  # [] when it is gone meanwhile: not a stub
+    for child in procfs.live_children(server_pid):
+        parsed = parse_stub_cmdline(procfs.cmdline(child))  # [] when it is gone meanwhile: not a stub
         if parsed is not None:
-            stubs.append(StubProcess(pid, parsed[0], parsed[1]))
+            stubs.append(StubProcess(child.pid, parsed[0], parsed[1]))
     return stubs
 
 
 def find_server_pids(name: str = "tritonserver") -> list[int]:
-    """PIDs of live processes whose command name is `name`."""
-    return [s.pid for s in procfs.all_stats() if not s.zombie and procfs.command_name(s.pid) == name]
+    """PIDs of live (not zombie) processes named `name`."""
+    return [
+        p.pid
+        for p in psutil.process_iter(["name", "status"])
+        if p.info["name"] == name and p.info["status"] != psutil.STATUS_ZOMBIE
+    ]
 
 
-class TritonHTTP:
-    """The few KServe/Triton HTTP endpoints the watchdog needs (stdlib only)."""
+def http_client(url: str, timeout_s: float = 5.0) -> httpclient.InferenceServerClient:
+    """tritonclient's HTTP client for `url` (with or without `http://`), every call bounded by `timeout_s`."""
+    address = url.split("://", 1)[-1].rstrip("/")
+    return httpclient.InferenceServerClient(address, connection_timeout=timeout_s, network_timeout=timeout_s)
 
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
-        self.url = url.rstrip("/") if "://" in url else f"http://{url.rstrip('/')}"
-        self.timeout_s = timeout_s
 
-    def _call(self, method: str, path: str, timeout_s: float | None = None) -> tuple[int, bytes]:
-        data = b"{}" if method == "POST" else None
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def ready(self) -> bool:
-        try:
-            return self._call("GET", "/v2/health/ready")[0] == 200
-        except OSError:
-            return False
-
-    def model_ready(self, model: str) -> bool:
-        try:
-            return self._call("GET", f"/v2/models/{model}/ready")[0] == 200
-        except OSError:
-            return False
-
-    def index(self) -> dict[str, str]:
-        """Model name -> state (READY, UNAVAILABLE, LOADING, UNLOADING) from the repository index."""
-        status, body = self._call("POST", "/v2/repository/index")
-        if status != 200:
-            raise OSError(f"repository index: HTTP {status}: {body[:200]!r}")
-        return {m["name"]: m.get("state", "") for m in json.loads(body)}
-
-    def config(self, model: str) -> dict:
-        status, body = self._call("GET", f"/v2/models/{model}/config")
-        if status != 200:
-            raise OSError(f"config of {model}: HTTP {status}: {body[:200]!r}")
-        return json.loads(body)
-
-    def load(self, model: str) -> str | None:
-        """None on success, else Triton's message."""
-        status, body = self._call("POST", f"/v2/repository/models/{model}/load", timeout_s=300)
-        return None if status == 200 else body.decode(errors="replace")
-
-    def unload(self, model: str) -> str | None:
-        status, body = self._call("POST", f"/v2/repository/models/{model}/unload", timeout_s=120)
-        return None if status == 200 else body.decode(errors="replace")
+def model_states(client: httpclient.InferenceServerClient) -> dict[str, str]:
+    """Model name -> state (READY, UNAVAILABLE, LOADING, UNLOADING) from the repository index."""
+    return {m["name"]: m.get("state", "") for m in client.get_model_repository_index()}
 
 
 def expected_instances(config: dict) -> int:
@@ -147,13 +116,13 @@ def check(url: str, server_pid: int | None = None, models: Sequence[str] = ()) -
     With `models`, each of them must be ready instead of the server: Triton 2.51 keeps /v2/health/ready false for
     good after any model version change (e.g. a policy reload of `router`), although every model keeps serving.
     """
-    api = TritonHTTP(url)
+    api = http_client(url)
     if models:
-        not_ready = [m for m in models if not api.model_ready(m)]
+        not_ready = [m for m in models if not api.is_model_ready(m)]
         if not_ready:
             return [f"model(s) not ready: {', '.join(not_ready)}"]
-    elif not api.ready():
-        return [f"{api.url}/v2/health/ready is not 200"]
+    elif not api.is_server_ready():
+        return [f"{url}/v2/health/ready is not 200"]
     pids = [server_pid] if server_pid else find_server_pids()
     if len(pids) != 1:
         return [f"expected one tritonserver process, found {pids}; pass --server-pid"]
@@ -161,10 +130,10 @@ def check(url: str, server_pid: int | None = None, models: Sequence[str] = ()) -
     for stub in live_stubs(pids[0]):
         stubs[stub.model] = stubs.get(stub.model, 0) + 1
     problems = []
-    for model, state in sorted(api.index().items()):
+    for model, state in sorted(model_states(api).items()):
         if state != "READY":
             continue
-        want = expected_instances(api.config(model))
+        want = expected_instances(api.get_model_config(model))
         if stubs.get(model, 0) < want:
             problems.append(f"model {model!r} is READY but has {stubs.get(model, 0)} of {want} stub process(es)")
     return problems
@@ -181,12 +150,16 @@ class StubWatchdog:
         interval_s: float = 1.0,
         log: Callable[[str], None] | None = None,
         on_exit: Callable[[], None] | None = None,
-        api: TritonHTTP | None = None,
+        api: httpclient.InferenceServerClient | None = None,
         list_stubs: Callable[[int], list[StubProcess]] = live_stubs,
     ) -> None:
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
-        self.api = api or TritonHTTP(http_url)
+        self.http_url = http_url
+        # tritonclient.http's sockets are gevent's, usable only in the thread that made them: the watchdog's thread
+        # makes its clients (`_run`); `api` (a test's fake) is used as it is
+        self.api = api
+        self.control = api
         self.list_stubs = list_stubs
         self.server_pid = server_pid
         self.action = action
@@ -197,15 +170,14 @@ class StubWatchdog:
         self.suspects: set[str] = set()  # instances missing on the last poll
         self.restarts: list[tuple[str, str, bool]] = []  # (model, dead instances, restarted ok)
         self._stop = threading.Event()
+        self._baseline = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> StubWatchdog:
-        try:
-            self.poll()  # the baseline now: a stub that dies before the first interval is still noticed
-        except (OSError, ValueError) as exc:
-            self.log(f"stub-watchdog: first poll failed: {exc}")
+        """Start polling; returns once the first poll is done (a stub that dies right after is still noticed)."""
         self._thread = threading.Thread(target=self._run, name="stub-watchdog", daemon=True)
         self._thread.start()
+        self._baseline.wait()
         return self
 
     def stop(self) -> None:
@@ -214,17 +186,33 @@ class StubWatchdog:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        owned = self.api is None
+        if owned:
+            self.api = http_client(self.http_url)
+            # loading a model takes minutes, a poll must not: the unload/load calls get a client of their own
+            self.control = http_client(self.http_url, timeout_s=300)
+        try:
             try:
                 self.poll()
-            except (OSError, ValueError) as exc:  # server busy or going away: try again next time
-                if self._stop.is_set():
-                    return
-                self.log(f"stub-watchdog: poll failed: {exc}")
+            except POLL_ERRORS as exc:
+                self.log(f"stub-watchdog: first poll failed: {exc}")
+            finally:
+                self._baseline.set()
+            while not self._stop.wait(self.interval_s):
+                try:
+                    self.poll()
+                except POLL_ERRORS as exc:  # server busy or going away: try again next time
+                    if self._stop.is_set():
+                        return
+                    self.log(f"stub-watchdog: poll failed: {exc}")
+        finally:
+            if owned:
+                self.api.close()
+                self.control.close()
 
     def poll(self) -> list[str]:
         """One round: returns the models found dead (and acted on)."""
-        states = self.api.index()
+        states = model_states(self.api)
         alive: dict[str, set[str]] = {}
         for stub in self.list_stubs(self.server_pid):
             alive.setdefault(stub.model, set()).add(stub.instance)
@@ -245,7 +233,7 @@ class StubWatchdog:
         if not dead or self._stop.is_set():
             return []
         # confirm against a fresh index: a model being unloaded by someone else is not READY any more
-        states = self.api.index()
+        states = model_states(self.api)
         dead = {m: i for m, i in dead.items() if states.get(m) == "READY"}
         for model, instances in sorted(dead.items()):
             self._act(model, instances, ready)
@@ -264,23 +252,33 @@ class StubWatchdog:
             self._stop.set()
             self.on_exit()
             return
-        error = self.api.unload(model)
+        error = self._control("unload_model", model)
         if error is None:
             self.known.pop(model, None)
-            error = self.api.load(model)
-        after = self.api.index()
+            error = self._control("load_model", model)
+        after = model_states(self.api)
         for other in sorted(ready_before - {model}):
             if after.get(other) != "READY":  # e.g. an ensemble whose step was just reloaded
-                reload_error = self.api.load(other)
+                reload_error = self._control("load_model", other)
                 if reload_error:
                     self.log(f"stub-watchdog: could not load {other!r} again: {reload_error}")
-        ok = error is None and self.api.index().get(model) == "READY"
+        ok = error is None and model_states(self.api).get(model) == "READY"
         self.restarts.append((model, names, ok))
         self.suspects -= set(instances)
         if ok:
             self.log(f"stub-watchdog: restarted model {model!r} (new stub process)")
         else:
             self.log(f"stub-watchdog: FAILED to restart model {model!r}: {error}; the server is not ready")
+
+    def _control(self, call: str, model: str) -> str | None:
+        """Unload or load `model`: None on success, else why not."""
+        try:
+            getattr(self.control, call)(model)
+        except InferenceServerException as exc:
+            return exc.message()
+        except OSError as exc:
+            return str(exc)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         try:
             problems = check(args.url, args.server_pid, args.models)
-        except OSError as exc:
+        except POLL_ERRORS as exc:
             problems = [f"cannot query {args.url}: {exc}"]
         for problem in problems:
             print(f"unhealthy: {problem}", file=sys.stderr)

@@ -8,19 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from llm_router.core import load_policy
+from llm_router.protocol import missing_tier_interface
 from router_benchmarks.inputs import DEMO_SAMPLE, read_sample
 from router_client.client import (
-    TIER_MODELS,
     AsyncRouterClient,
     RouteOptions,
     RouterClient,
     RouterError,
     RouterResult,
     StreamDelta,
+    server_tiers,
 )
-from router_launcher.serve import LocalTritonServer
+from router_launcher.serve import LocalTritonServer, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +32,8 @@ MAX_TOKENS = 8
 PROMPTS = [p.text for p in read_sample(DEMO_SAMPLE)]
 
 
+# the shipped policy's tiers, cheapest first (what the server must report)
+TIER_MODELS = load_policy(Path(__file__).resolve().parents[2] / "model_repository/router/1/policy.yaml").tier_names
 ROUTER_DEPENDENCIES = ("intent_classifier", *TIER_MODELS)
 
 
@@ -60,6 +65,30 @@ def _check_result(result: RouterResult) -> None:
     attempts = result.route["attempts"]
     assert attempts and attempts[-1]["tier"] == result.tier
     assert result.escalated == (attempts[0]["tier"] != result.tier)  # the interface's definition
+
+
+def test_server_tiers_are_the_routers_policy(router_url: str) -> None:
+    assert server_tiers(router_url) == list(TIER_MODELS)
+
+    async def tiers() -> list[str]:
+        async with AsyncRouterClient(router_url) as client:
+            return await client.tiers()
+
+    assert asyncio.run(tiers()) == list(TIER_MODELS)
+
+
+def test_server_tiers_without_the_router_are_the_models_serving_the_tier_interface(
+    router_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RouterClient, "is_ready", lambda self, model="router": False)  # as if `router` were not loaded
+    with RouterClient(router_url) as client:
+        found = client.tiers()
+        index = client._client.get_model_repository_index(as_json=True)["models"]
+        ready = sorted(m["name"] for m in index if m.get("state") == "READY")
+        configs = {name: client._client.get_model_config(name, as_json=True)["config"] for name in ready}
+    assert set(TIER_MODELS) <= set(found) and found == sorted(found)
+    assert found == [name for name in ready if not missing_tier_interface(configs[name])]
+    assert "router" not in found and "intent_classifier" not in found
 
 
 def test_route_returns_text_tier_cost_and_route(router_url: str) -> None:
@@ -187,3 +216,58 @@ def test_cli_server_error_is_one_line_and_exit_1(router_url: str) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("router-client: error: INVALID_ARGUMENT:") and "tier_xl" in lines[0]
+
+
+# -- issue 16 items 6, 8 and 13 (client side), issue 14 item 2 ----
+
+
+def test_cli_confidence_threshold_above_zero_is_a_usage_error(router_url: str) -> None:
+    proc = _cli("--url", router_url, "--confidence-threshold", "0.5", "hello")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "router-client: error: --confidence-threshold must be a log-prob, a finite number <= 0" in proc.stderr
+
+
+def test_cli_stream_and_unary_report_a_dead_server_alike(router_url: str) -> None:
+    (port,) = free_ports(1)  # nothing listens there
+    unary = _cli("--url", f"127.0.0.1:{port}", "--timeout", "10", "hello")
+    streamed = _cli("--url", f"127.0.0.1:{port}", "--timeout", "10", "--stream", "hello")
+    assert unary.returncode == streamed.returncode == 1
+    assert unary.stderr.startswith("router-client: error: UNAVAILABLE: ")
+    assert streamed.stderr.strip() == unary.stderr.strip()
+
+
+def test_cli_file_summary_compares_with_the_largest_tier(router_url: str, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:3]))
+    proc = _cli("--url", router_url, "--file", str(prompts), "--max-tokens", "4", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("cost $"))
+    assert f" vs always-{TIER_MODELS[-1]} $" in line and "% of it, saved $" in line
+
+
+def test_cli_trace_without_json_prints_the_attempts(router_url: str) -> None:
+    proc = _cli("--url", router_url, "--trace", "--max-tokens", "4", "--force-tier", "tier_medium", PROMPTS[2])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("[tier_medium, ")
+    assert any(x.startswith("  tier_medium: ") and " vs threshold " in x for x in lines[1:])
+
+
+def test_cli_json_cost_has_no_float32_noise(router_url: str) -> None:
+    proc = _cli("--url", router_url, "--json", "--max-tokens", "4", "--force-tier", "tier_large", PROMPTS[1])
+    assert proc.returncode == 0, proc.stderr
+    cost = json.loads(proc.stdout)["cost"]
+    assert cost > 0 and repr(cost) == str(np.float32(cost))  # 0.00106, not 0.0010600000387057662
+
+
+def test_route_with_messages(router_url: str, grpc_client: grpcclient.InferenceServerClient) -> None:
+    inputs = [i["name"] for i in grpc_client.get_model_config("router", as_json=True)["config"]["input"]]
+    if "messages" not in inputs:
+        pytest.skip("the router does not declare the `messages` input (issue 14 item 2, router side)")
+    options = RouteOptions(force_tier="tier_small")
+    with RouterClient(router_url) as client:
+        as_messages = client.route(messages=[{"role": "user", "content": PROMPTS[0]}], max_tokens=2, options=options)
+        as_text = client.route(PROMPTS[0], max_tokens=2, options=options)
+    _check_result(as_messages)
+    # one user message is what text_input stands for: the same prompt tokens
+    assert as_messages.prompt_tokens == as_text.prompt_tokens > 0

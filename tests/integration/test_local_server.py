@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 from helpers import IN_FEATURES, SMOKE_MODEL, dense_onnx_model
@@ -119,7 +120,7 @@ def _group_alive(pgid: int) -> list[int]:
 
 
 def _child_pids(pid: int) -> list[int]:
-    return procfs.children(pid, include_zombies=True)
+    return [child.pid for child in psutil.Process(pid).children()]
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

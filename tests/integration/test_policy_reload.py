@@ -5,21 +5,30 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from helpers import stream
+from router_export.stand_in import overlay_repository
 from router_launcher.serve import LocalTritonServer, ServerOptions, free_ports
 from tritonclient.utils import InferenceServerException
 
 PROJECT = Path(__file__).resolve().parents[2]
+# What the shared test server serves: the repository with tiny stand-ins for the real tiers (tests/conftest.py).
+SERVED = overlay_repository(PROJECT / "model_repository")
 MODEL = "router_reload"
+STREAM_MODEL = "router_reload_stream"  # a copy of router_stream that follows MODEL's policy
 TIERS = [("tier_small", 0.0002), ("tier_medium", 0.0012), ("tier_large", 0.015)]
 
 
@@ -64,10 +73,14 @@ def reload_server(tmp_path_factory: pytest.TempPathFactory):
     shutil.copytree(PROJECT / "model_repository" / "router", model_dir)
     config = (model_dir / "config.pbtxt").read_text().replace('name: "router"', f'name: "{MODEL}"')
     (model_dir / "config.pbtxt").write_text(config)
+    stream_dir = extra / STREAM_MODEL
+    shutil.copytree(PROJECT / "model_repository" / "router_stream", stream_dir)
+    config = (stream_dir / "config.pbtxt").read_text().replace('name: "router_stream"', f'name: "{STREAM_MODEL}"')
+    (stream_dir / "config.pbtxt").write_text(config.replace('string_value: "router"', f'string_value: "{MODEL}"'))
     grpc_port, http_port, metrics_port = free_ports(3)
     server = LocalTritonServer(
         ServerOptions(
-            model_repository=PROJECT / "model_repository", grpc_port=grpc_port, http_port=http_port,
+            model_repository=SERVED, grpc_port=grpc_port, http_port=http_port,
             metrics_port=metrics_port, log_file=work / "triton.log", model_control_mode="explicit",
             load_models=["*"], extra_model_repositories=[extra],
         )
@@ -129,3 +142,66 @@ def test_calibrated_policy_reloads_under_traffic_and_a_bad_one_is_refused(reload
     assert _route(grpc_client)["policy_version"] == 2, "the old version must keep serving"
     assert grpc_client.is_model_ready(MODEL)
     shutil.rmtree(bad)
+
+
+def _versions(url: str) -> tuple[int, int]:
+    """(policy version of MODEL, of STREAM_MODEL), asked with describe_policy."""
+    client = grpcclient.InferenceServerClient(url)
+    text = grpcclient.InferInput("text_input", [1], "BYTES")
+    text.set_data_from_numpy(np.array([b""], dtype=np.object_))
+    unary = json.loads(client.infer(MODEL, [text], parameters={"describe_policy": True}).as_numpy("route")[0])
+    client.close()
+    events = stream(url, STREAM_MODEL, [text], {"describe_policy": True})
+    return unary["policy_version"], json.loads(events[-1]["route"])["policy_version"]
+
+
+def _server_ready(server: LocalTritonServer) -> bool:
+    try:
+        return urllib.request.urlopen(f"{server.http_url}/v2/health/ready").status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+def _next_version(model_dir: Path, edit: Callable[[str], str] = lambda text: text) -> Path:
+    """A copy of the newest version of the model as the next version, its policy `version` bumped and `edit`ed."""
+    newest = max(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+    target = model_dir / str(newest + 1)
+    shutil.copytree(model_dir / str(newest), target)
+    policy = target / "policy.yaml"
+    text = re.sub(r"(?m)^version: \d+$", f"version: {newest + 1}", policy.read_text())
+    policy.write_text(edit(text))
+    return target
+
+
+def test_one_reload_reaches_router_stream_and_readiness_follows(reload_server) -> None:
+    """Issue 16.1 and 16.5: load_model(router) alone switches router_stream's policy too; after a valid reload the
+    server is ready again once the old version is unloaded. A refused version stays in Triton 2.51's model index as
+    UNAVAILABLE with its error, which its strict server readiness counts for good: the model itself stays ready and
+    serving, which is what the health checks must ask (README, Reliability)."""
+    server, model_dir = reload_server
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    before, stream_before = _versions(server.grpc_url)
+    assert before == stream_before
+    target = _next_version(model_dir)
+    client.load_model(MODEL)
+    new = int(target.name)
+    assert _versions(server.grpc_url) == (new, new), "one load_model(router) must reach router_stream"
+    deadline = time.monotonic() + 30
+    while not _server_ready(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    refused_before = any(v.get("reason", "").startswith("Internal: PolicyError") for v in _index(client))
+    assert _server_ready(server) or refused_before, "the server must be ready again after a valid reload"
+
+    bad = _next_version(model_dir, lambda text: text.replace("max_escalations:", "max_escalations: -1\n_was:", 1))
+    with pytest.raises(InferenceServerException) as info:
+        client.load_model(MODEL)
+    assert "max_escalations: must be >= 0" in info.value.message().splitlines()[0]
+    assert _versions(server.grpc_url) == (new, new), "the refused version must not reach either model"
+    assert client.is_model_ready(MODEL) and client.is_model_ready(STREAM_MODEL)
+    assert not _server_ready(server), "Triton 2.51 keeps a refused version in its strict server readiness"
+    shutil.rmtree(bad)
+    client.close()
+
+
+def _index(client: grpcclient.InferenceServerClient) -> list[dict]:
+    return [m for m in client.get_model_repository_index(as_json=True).get("models", []) if m["name"] == MODEL]

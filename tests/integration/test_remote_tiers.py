@@ -34,11 +34,14 @@ from llm_router.core.confidence import compute_confidence
 from llm_router.core.cost import call_cost
 from llm_router.core.policy import INTENTS, parse_policy
 from router_client.client import RouteOptions, RouterClient, RouterResult, StreamDelta
+from router_export.stand_in import overlay_repository
 from router_launcher.serve import LocalTritonServer
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+# What the shared test server serves: the repository with tiny stand-ins for the real tiers (tests/conftest.py).
+SERVED = overlay_repository(ROOT / "model_repository")
 TEMPLATE = ROOT / "tests" / "models" / "router_remote"
 REMOTE_TIERS = ("tier_small", "tier_medium")
 KEY_ENV = "ROUTER_TEST_REMOTE_API_KEY"
@@ -92,7 +95,7 @@ def write_router(repository: Path, name: str, policy: dict[str, Any], streaming:
 
 
 def _tiers_built() -> bool:
-    return all((ROOT / "model_repository" / t / "1" / "model" / "model.onnx").exists() for t in REMOTE_TIERS)
+    return all((SERVED / t / "1" / "model" / "model.onnx").exists() for t in REMOTE_TIERS)
 
 
 # -- servers ----------------------------------------------------------------------------------------------------------
@@ -168,7 +171,7 @@ def server_b(
     repo = work / "models"
     repo.mkdir()
     for tier in REMOTE_TIERS:
-        (repo / tier).symlink_to(ROOT / "model_repository" / tier, target_is_directory=True)
+        (repo / tier).symlink_to(SERVED / tier, target_is_directory=True)
     openai_tier = {"kind": "openai", "url": front_url, "model": "tier_small", "api_key_env": KEY_ENV}
     policy = _policy(
         [

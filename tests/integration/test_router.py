@@ -73,7 +73,7 @@ def test_planning_prompt_starts_at_the_policy_tier_for_its_intent(
     first = answer["route"]["attempts"][0]["tier"]
     expected = POLICY.start_tier_by_intent[intent]
     rule = POLICY.difficulty_rule
-    if rule is not None and answer["route"]["difficulty"] < rule.below:
+    if rule is not None and answer["route"]["difficulty"] > rule.above:
         expected = max(expected, rule.min_tier, key=POLICY.tier_index)
     assert first == expected
 
@@ -180,6 +180,17 @@ def test_metrics_count_requests_and_escalations(triton_server: LocalTritonServer
     assert metric_value(url, "router_tokens_wasted_total", model="router", tier="tier_small") > 0
 
 
+def test_describe_policy_answers_with_the_tiers_without_routing(
+    triton_server: LocalTritonServer, grpc_client: grpcclient.InferenceServerClient
+) -> None:
+    answer = route(grpc_client, "", describe_policy=True)  # text_input is required by the config, and ignored
+    assert answer["route"] == {"policy_version": POLICY.version, "tiers": list(POLICY.tier_names)}
+    assert (answer["text"], answer["tier"], answer["cost"]) == ("", "", 0.0)
+    events = stream(triton_server.grpc_url, "", describe_policy=True)
+    assert len(events) == 1 and events[0]["final"]
+    assert json.loads(events[0]["route"])["tiers"] == list(POLICY.tier_names)
+
+
 @pytest.mark.parametrize(
     ("text", "params", "message"),
     [
@@ -193,6 +204,7 @@ def test_metrics_count_requests_and_escalations(triton_server: LocalTritonServer
         (SUMMARY_PROMPT, {"confidence_threshold": "nan"}, "confidence_threshold"),
         (SUMMARY_PROMPT, {"temperature": 0.5}, "unknown request parameter"),
         (SUMMARY_PROMPT, {"return_trace": "maybe"}, "return_trace"),
+        ("", {"describe_policy": "perhaps"}, "describe_policy"),
         (SUMMARY_PROMPT, {"max_tokens": 0}, "max_tokens"),
         (SUMMARY_PROMPT, {"max_tokens": -3}, "max_tokens"),
     ],

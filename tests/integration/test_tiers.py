@@ -1,9 +1,13 @@
-"""The tier models in the real tritonserver over gRPC streaming: equal to transformers, streaming, bad input."""
+"""The tier models in the real tritonserver over gRPC streaming: equal to transformers, streaming, chat templates,
+in-flight batching, bad input."""
 
 from __future__ import annotations
 
 import json
 import queue
+import shutil
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +16,27 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+from llm_router.tier.chat import plain_conversation
+from llm_router.tier.generation import Generator, SamplingParams
+from router_export.stand_in import overlay_repository
 from router_launcher.serve import LocalTritonServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# What the shared test server serves: the repository with tiny stand-ins for the real tiers (tests/conftest.py).
+SERVED = overlay_repository(PROJECT_ROOT / "model_repository")
 TIERS = ["tier_small", "tier_medium", "tier_large"]
 PROMPTS = ["Hello world, what is the capital of France?", "Write a haiku about routers."]
+# A chat template for a copy of tier_small (the tiny tiers have none): BOS first, the tiny vocabulary's </s> ends turns.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}[{{ message['role'] }}]\n{{ message['content'] }}{{ eos_token }}\n"
+    "{% endfor %}{% if add_generation_prompt %}[assistant]\n{% endif %}"
+)
+CONVERSATION = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Name a colour."},
+    {"role": "assistant", "content": "Blue."},
+    {"role": "user", "content": "Another one?"},
+]
 
 
 @dataclass
@@ -62,6 +82,8 @@ def call_tier(url: str, model: str, text: str, max_tokens: int, timeout_s: float
         "end_id": "INT32",
         "stream": "BOOL",
         "return_log_probs": "BOOL",
+        "messages": "BYTES",
+        "raw": "BOOL",
     }
     inputs = [tensor("text_input", text, "BYTES"), tensor("max_tokens", max_tokens, "INT32")]
     extra.setdefault("return_log_probs", True)
@@ -93,7 +115,7 @@ def call_tier(url: str, model: str, text: str, max_tokens: int, timeout_s: float
 
 def hf_source(tier: str) -> Path:
     """The Hugging Face directory a tier was exported from (export.json), or skip."""
-    stamp = PROJECT_ROOT / "model_repository" / tier / "1" / "model" / "export.json"
+    stamp = SERVED / tier / "1" / "model" / "export.json"
     source = Path(json.loads(stamp.read_text())["source"])
     if not (source / "config.json").exists():
         pytest.skip(f"{tier} was exported from {source}, which is not on this machine")
@@ -209,3 +231,143 @@ def test_cancelled_stream_leaves_the_tier_serving(triton_server: LocalTritonServ
     client.close()
     reply = call_tier(url, "tier_large", PROMPTS[1], 4)
     assert reply.error is None and reply.output_tokens == 4
+
+
+# -- chat templates ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chat_tier(
+    triton_server: LocalTritonServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Generator]]:
+    """A copy of tier_small whose tokenizer has a chat template, loaded into the running server as `tier_chat`
+    (config and files sent with the load request)."""
+    import tritonclient.grpc as grpcclient
+
+    version_dir = SERVED / "tier_small" / "1"
+    local = tmp_path_factory.mktemp("tier_chat") / "model"
+    shutil.copytree(version_dir / "model", local)
+    tokenizer_config = local / "tokenizer_config.json"
+    settings = json.loads(tokenizer_config.read_text())
+    tokenizer_config.write_text(json.dumps({**settings, "chat_template": CHAT_TEMPLATE}))
+    files = {"file:1/model.py": (version_dir / "model.py").read_bytes()}
+    files.update({f"file:1/model/{path.name}": path.read_bytes() for path in local.iterdir() if path.is_file()})
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    config = client.get_model_config("tier_small", as_json=True)["config"]
+    client.load_model("tier_chat", config=json.dumps({**config, "name": "tier_chat"}), files=files)
+    try:
+        yield "tier_chat", Generator(local)
+    finally:
+        client.unload_model("tier_chat")
+        client.close()
+
+
+def test_conversation_is_templated_and_counted(triton_server: LocalTritonServer, chat_tier) -> None:
+    tier, generator = chat_tier
+    url = triton_server.grpc_url
+    messages = json.dumps(CONVERSATION)
+    expected = generator.generate(None, SamplingParams(max_tokens=10), messages=messages)
+    for stream in (False, True):
+        reply = call_tier(url, tier, "", 10, messages=messages, stream=stream)
+        assert reply.error is None, reply.error
+        assert reply.text == expected.text and reply.output_tokens == 10
+        assert reply.input_tokens == expected.input_tokens == len(generator.prompt_ids(messages=messages))
+        np.testing.assert_allclose(reply.token_logprobs, expected.logprobs, atol=2e-3)
+    # text_input alone is one user message; raw sends it untouched (the tokenizer's own BOS only)
+    as_user = call_tier(url, tier, PROMPTS[0], 8)
+    one_message = call_tier(url, tier, "", 8, messages=json.dumps([{"role": "user", "content": PROMPTS[0]}]))
+    raw = call_tier(url, tier, PROMPTS[0], 8, raw=True)
+    plain = call_tier(url, "tier_small", PROMPTS[0], 8)
+    assert as_user.text == one_message.text and as_user.input_tokens == one_message.input_tokens
+    assert as_user.input_tokens == len(generator.prompt_ids(PROMPTS[0]))
+    assert raw.text == plain.text and raw.input_tokens == plain.input_tokens < as_user.input_tokens
+
+
+def test_a_tier_without_template_renders_a_conversation_as_plain_text(triton_server: LocalTritonServer) -> None:
+    url = triton_server.grpc_url
+    plain = call_tier(url, "tier_small", PROMPTS[0], 8)
+    message = call_tier(url, "tier_small", "", 8, messages=json.dumps([{"role": "user", "content": PROMPTS[0]}]))
+    assert message.error is None and message.text == plain.text and message.input_tokens == plain.input_tokens
+    many = call_tier(url, "tier_small", "", 8, messages=json.dumps(CONVERSATION))
+    flat = call_tier(url, "tier_small", plain_conversation(CONVERSATION), 8)
+    assert many.error is None and (many.text, many.input_tokens) == (flat.text, flat.input_tokens)
+
+
+@pytest.mark.parametrize(
+    ("text", "messages", "message"),
+    [
+        ("", "[{'role': 'user'}]", "'messages' is not valid JSON"),
+        ("", '{"role": "user", "content": "hi"}', "must be a JSON list"),
+        ("", '[{"role": "robot", "content": "hi"}]', "has role 'robot'"),
+        ("", '[{"role": "user"}]', "messages[0] (user) has no 'content'"),
+        ("", '[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]', "'image_url' part"),
+        ("hello", '[{"role": "user", "content": "hi"}]', "either text_input or messages"),
+        ("", json.dumps([{"role": "user", "content": "word " * 2500}]), "this model's context is 2048 tokens"),
+    ],
+)
+def test_bad_conversations_get_invalid_arg(
+    triton_server: LocalTritonServer, chat_tier, text: str, messages: str, message: str
+) -> None:
+    tier, _ = chat_tier
+    for stream in (False, True):
+        reply = call_tier(triton_server.grpc_url, tier, text, 8, messages=messages, stream=stream)
+        assert reply.error is not None and message in reply.error, reply.error
+        assert reply.texts == []
+
+
+# -- in-flight batching ------------------------------------------------------------------------------------------
+def test_a_request_joining_a_running_generation_gets_its_alone_answer(triton_server: LocalTritonServer) -> None:
+    url = triton_server.grpc_url
+    long_tokens = 1200  # the tiny tier makes ~1,000 tokens/s: long enough to be decoding when the short ones come
+    alone_long = call_tier(url, "tier_small", PROMPTS[0], long_tokens)
+    alone_short = [call_tier(url, "tier_small", f"{PROMPTS[1]} {i}", 5 + i) for i in range(3)]
+    client = grpcclient.InferenceServerClient(url)
+    got: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: got.put((result, error, time.monotonic())))
+    inputs = [
+        tensor("text_input", PROMPTS[0], "BYTES"),
+        tensor("max_tokens", long_tokens, "INT32"),
+        tensor("stream", True, "BOOL"),
+        tensor("return_log_probs", True, "BOOL"),
+    ]
+    try:
+        client.async_stream_infer("tier_small", inputs, enable_empty_final_response=True)
+        responses = [got.get(timeout=30)]  # the long request is decoding
+        shorts = [call_tier(url, "tier_small", f"{PROMPTS[1]} {i}", 5 + i) for i in range(3)]
+        shorts_done = time.monotonic()
+        while not responses[-1][0].get_response().parameters["triton_final_response"].bool_param:
+            responses.append(got.get(timeout=60))
+            assert responses[-1][1] is None, responses[-1][1]
+    finally:
+        client.stop_stream()
+        client.close()
+    assert shorts_done < responses[-1][2], "the short requests waited for the long one to finish"
+    pieces = [r.as_numpy("text_output") for r, _, _ in responses if r.as_numpy("text_output") is not None]
+    logprobs = [
+        r.as_numpy("output_log_probs").reshape(-1) for r, _, _ in responses if r.as_numpy("text_output") is not None
+    ]
+    assert "".join(p.reshape(-1)[0].decode() for p in pieces) == alone_long.text
+    np.testing.assert_allclose(np.concatenate(logprobs), alone_long.token_logprobs, atol=2e-3)
+    for got_short, alone in zip(shorts, alone_short, strict=True):
+        assert got_short.error is None and got_short.text == alone.text
+        assert got_short.output_tokens == alone.output_tokens
+        np.testing.assert_allclose(got_short.token_logprobs, alone.token_logprobs, atol=2e-3)
+
+
+def test_cancelling_one_stream_leaves_the_batch_generating(triton_server: LocalTritonServer) -> None:
+    url = triton_server.grpc_url
+    expected = call_tier(url, "tier_small", PROMPTS[1], 60)
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(call_tier, url, "tier_small", PROMPTS[1], 60, stream=True)
+        client = grpcclient.InferenceServerClient(url)
+        got: queue.Queue = queue.Queue()
+        client.start_stream(callback=lambda result, error: got.put((result, error)))
+        inputs = [
+            tensor("text_input", PROMPTS[0], "BYTES"),
+            tensor("max_tokens", 400, "INT32"),
+            tensor("stream", True, "BOOL"),
+        ]
+        client.async_stream_infer("tier_small", inputs)
+        assert got.get(timeout=30)[1] is None
+        client.stop_stream(cancel_requests=True)
+        client.close()
+        reply = other.result(timeout=60)
+    assert reply.error is None and reply.text == expected.text and reply.output_tokens == 60

@@ -8,19 +8,17 @@ from pathlib import Path
 import pytest
 from router_benchmarks import bench
 from router_benchmarks.bench import (
-    BenchPoint,
-    Measurement,
     estimated_seconds,
     metrics_delta,
-    parse_perf_csv,
-    parse_prometheus,
-    perf_command,
     plot_latency_throughput,
     rate_levels,
+    scrape,
     server_summary,
     summary_markdown,
     write_summary_csv,
 )
+from router_benchmarks.perf import Measurement, PerfPoint, perf_command
+from router_benchmarks.perf import parse_csv as parse_perf_csv
 
 # Reports written by perf_analyzer 2.51 (-f ... --verbose-csv) against the local tritonserver.
 CONCURRENCY_CSV = (
@@ -63,7 +61,9 @@ def test_parse_decoupled_and_rate_reports() -> None:
 
 def test_perf_command_flags() -> None:
     data, report = Path("in.json"), Path("r.csv")
-    cmd = perf_command("tier_small", "h:1", "concurrency", 8, data, report, streaming=True, measurement=Measurement())
+    cmd = perf_command(
+        "tier_small", "h:1", "concurrency", 8, report, input_data=data, streaming=True, measurement=Measurement()
+    )
     joined = " ".join(cmd)
     assert "-m tier_small -u h:1 -i grpc --concurrency-range 8" in joined
     assert "--measurement-mode count_windows --measurement-request-count 16" in joined
@@ -71,11 +71,27 @@ def test_perf_command_flags() -> None:
     assert "--input-data in.json" in joined and "-f r.csv --verbose-csv" in joined
     assert cmd[-1] == "--streaming" and "--max-threads 8" in joined
     cmd = perf_command(
-        "router", "h:1", "rate", 2.5, data, report, streaming=False, measurement=Measurement(request_count=10)
+        "router",
+        "h:1",
+        "rate",
+        2.5,
+        report,
+        input_data=data,
+        streaming=False,
+        measurement=Measurement(request_count=10),
     )
     joined = " ".join(cmd)
     assert "--request-rate-range 2.5" in joined and "--request-count 10" in joined
     assert "--streaming" not in cmd and "count_windows" not in joined
+    # the smaller tools' form: time windows, no input data, extra flags before --streaming
+    cmd = perf_command(
+        "router", "h:1", "concurrency", 1, report, streaming=True, measurement=Measurement(interval_ms=4000),
+        extra_args=["--request-parameter", "max_tier:tier_small:string"],
+    )  # fmt: skip
+    joined = " ".join(cmd)
+    assert "--measurement-interval 4000 --stability-percentage 50 --max-trials 6" in joined
+    assert "--input-data" not in cmd and "count_windows" not in joined and "--max-threads" not in cmd
+    assert cmd[-3:] == ["--request-parameter", "max_tier:tier_small:string", "--streaming"]
 
 
 def test_rate_levels_are_fractions_of_the_best_throughput() -> None:
@@ -95,8 +111,18 @@ def test_estimated_seconds() -> None:
     assert estimated_seconds("concurrency", 1, windows, 1.0) == pytest.approx(3 * 1 + 0.001 + 0.5)  # >= 1 s windows
 
 
-METRICS_BEFORE = """# HELP nv_inference_request_success Number of successful inference requests
-# TYPE nv_inference_request_success counter
+def _counters(samples: str) -> str:
+    """Prometheus text as Triton writes it: a `# TYPE <name> counter` line before each metric's samples."""
+    lines: list[str] = []
+    for line in samples.strip().splitlines():
+        name = line.split("{", 1)[0]
+        if f"# TYPE {name} counter" not in lines:
+            lines.append(f"# TYPE {name} counter")
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+METRICS_BEFORE = _counters("""
 nv_inference_request_success{model="router",version="1"} 10
 nv_inference_request_success{model="tier_small",version="1"} 8
 nv_inference_count{model="router",version="1"} 10
@@ -104,8 +130,9 @@ nv_inference_exec_count{model="router",version="1"} 10
 nv_inference_request_duration_us{model="router",version="1"} 1000
 nv_inference_queue_duration_us{model="router",version="1"} 100
 router_requests_total{intent="coding",model="router",tier="tier_small"} 6
-"""
-METRICS_AFTER = """nv_inference_request_success{model="router",version="1"} 30
+""")
+METRICS_AFTER = _counters("""
+nv_inference_request_success{model="router",version="1"} 30
 nv_inference_request_success{model="tier_small",version="1"} 20
 nv_inference_request_success{model="tier_large",version="1"} 5
 nv_inference_request_failure{model="router",reason="BACKEND",version="1"} 1
@@ -118,20 +145,13 @@ router_requests_total{intent="coding",model="router",tier="tier_small"} 18
 router_requests_total{intent="summarization",model="router",tier="tier_large"} 3
 router_escalations_total{from_tier="tier_small",model="router",to_tier="tier_large"} 3
 router_cost_usd_total{model="router"} 0.0125
-odd line without value
-weird{label="with \\"quotes\\""} 2
-"""
-
-
-def test_parse_prometheus() -> None:
-    samples = parse_prometheus(METRICS_AFTER)
-    assert samples[("nv_inference_request_success", (("model", "router"), ("version", "1")))] == 30
-    assert samples[("weird", (("label", 'with \\"quotes\\"'),))] == 2
-    assert not any(name == "odd" for name, _ in samples)
+""")
 
 
 def test_server_summary_of_a_router_sweep() -> None:
-    delta = metrics_delta(parse_prometheus(METRICS_BEFORE), parse_prometheus(METRICS_AFTER))
+    before = scrape(METRICS_BEFORE)
+    assert before[("nv_inference_request_success_total", (("model", "router"), ("version", "1")))] == 10
+    delta = metrics_delta(before, scrape(METRICS_AFTER))
     summary = server_summary(delta, "router")
     assert summary["requests_ok"] == 20 and summary["requests_failed"] == 1
     assert summary["avg_request_ms"] == pytest.approx(2.0)  # 40000 us / 20
@@ -151,10 +171,10 @@ def test_server_summary_without_requests() -> None:
     assert "router_answered_by_tier" not in summary
 
 
-def _points() -> list[BenchPoint]:
+def _points() -> list[PerfPoint]:
     points = parse_perf_csv(CONCURRENCY_CSV, "router", "concurrency") + parse_perf_csv(RATE_CSV, "router", "rate")
     points += parse_perf_csv(DECOUPLED_CSV, "router_stream", "concurrency")
-    points.append(BenchPoint("tier_large", "concurrency", 4, status="skipped: time budget"))
+    points.append(PerfPoint("tier_large", "concurrency", 4, status="skipped: time budget"))
     return points
 
 
@@ -175,7 +195,7 @@ def test_summary_table_and_csv(tmp_path: Path) -> None:
 def test_plots_are_written(tmp_path: Path) -> None:
     assert plot_latency_throughput(_points(), tmp_path / "all.png", "all")
     assert (tmp_path / "all.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not plot_latency_throughput([BenchPoint("x", "concurrency", 1, status="failed: x")], tmp_path / "n.png", "")
+    assert not plot_latency_throughput([PerfPoint("x", "concurrency", 1, status="failed: x")], tmp_path / "n.png", "")
     assert not (tmp_path / "n.png").exists()
 
 
@@ -194,12 +214,6 @@ def test_unknown_model_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         bench.parse_args(["--models", "router", "gpt4"])
     assert "unknown model(s) gpt4" in capsys.readouterr().err
-
-
-def test_percentile() -> None:
-    assert bench.percentile([30.0, 10.0, 20.0], 50) == 20.0
-    assert bench.percentile([10.0, 20.0], 90) == pytest.approx(19.0)
-    assert math.isnan(bench.percentile([], 50))
 
 
 def test_token_length_filter_uses_the_tokenizer(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from llm_router.core.decide import validate_overrides
 from llm_router.core.policy import load_policy
-from router_calibration.cli import calibrate, main
+from router_calibration.calibrate import calibrate
+from router_calibration.cli import main
 from router_calibration.fit import (
     Candidates,
     curve_metrics,
@@ -24,14 +25,15 @@ from router_calibration.fit import (
 )
 from router_calibration.logs import (
     OutcomeLogError,
+    OutcomeRow,
     build_log,
     load_log,
-    normalize_row,
     read_any,
     read_routellm,
     read_routerbench_wide,
 )
 from router_calibration.replay import cascade_outcomes, policy_for_chain, replay
+from router_calibration.report import REPORT_PAIRS, peek_bound
 
 # prompt: (small correct, small confidence, large correct); small costs 1, large 10; tokens_out small 5, large 7
 HAND = {
@@ -77,7 +79,7 @@ def hand_rows(extra=None):
 
 
 def hand_log(rows=None):
-    return build_log([normalize_row(r) for r in (rows or hand_rows())], "hand")
+    return build_log([OutcomeRow.from_raw(r) for r in (rows or hand_rows())], "hand")
 
 
 def write_csv(path, rows, gz=False):
@@ -122,9 +124,12 @@ def test_llm_cascades_column_names_are_understood():
         "tokens_in": "150",
         "tokens_out": "1",
     }
-    row = normalize_row(raw)
-    assert (row["tier"], row["tier_pos"], row["score"], row["confidence"]) == ("llama3.1-8b", 2, 0.0, -0.25)
-    assert (row["benchmark"], row["chain"], row["cost_usd"], row["tokens_out"]) == ("mmlu", "llama", 1.5e-05, 1)
+    row = OutcomeRow.from_raw(raw)
+    assert (row.tier, row.tier_pos, row.score, row.confidence) == ("llama3.1-8b", 2, 0.0, -0.25)
+    assert (row.benchmark, row.chain, row.cost_usd, row.tokens_out) == ("mmlu", "llama", 1.5e-05, 1)
+    # the first alias with a value wins; an empty cell counts as absent (unknown: NaN)
+    row = OutcomeRow.from_raw({**raw, "tier": "", "model": "other", "confidence_log": "", "id": 8, "status": "ERROR"})
+    assert (row.prompt_id, row.tier, row.outcome) == ("7", "llama3.1-8b", "error") and math.isnan(row.confidence)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +147,7 @@ def test_bad_rows_are_named(change, message):
     raw = {**hand_rows()[0], **change}
     raw = {k: v for k, v in raw.items() if v is not None}
     with pytest.raises(OutcomeLogError) as e:
-        normalize_row(raw, "log.csv:2")
+        OutcomeRow.from_raw(raw, "log.csv:2")
     assert "log.csv:2" in str(e.value) and message in str(e.value)
 
 
@@ -164,7 +169,7 @@ def test_routellm_reader(tmp_path):
     np.testing.assert_array_equal(log.score, [[1, 0], [0, 1]])
     assert log.cost[0, 1] == pytest.approx(100 * 24.7 / 1e6)  # 400 chars ~ 100 tokens
     assert np.isnan(log.confidence).all()
-    assert read_any(tmp_path)[0]["benchmark"] == "mmlu"
+    assert read_any(tmp_path)[0].benchmark == "mmlu"
 
 
 def test_routerbench_wide_reader(tmp_path):
@@ -178,7 +183,7 @@ def test_routerbench_wide_reader(tmp_path):
     assert log.tiers == ["tiny", "big"]  # ordered by mean cost
     np.testing.assert_array_equal(log.score, [[0.0, 1.0], [1.0, 0.5]])
     np.testing.assert_allclose(log.cost, [[0.0001, 0.01], [0.0002, 0.02]])
-    assert read_routerbench_wide(path)[2]["benchmark"] == "gsm8k"
+    assert read_routerbench_wide(path)[2].benchmark == "gsm8k"
 
 
 # -- replay through decide() ----------------------------------------------------------------------------------
@@ -492,13 +497,8 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "missing column(s) ['cost_usd']" in capsys.readouterr().err
 
 
-def test_peek_bound_on_known_pairs(tmp_path):
-    """Every pair: small right exactly when confident (60%), large always right, small costs 1, large 10.
-    Peeking at quality 1.0 accepts the confident 60% at the small tier: eval quality 1 on every split, eval cost
-    (0.6 * 1 + 0.4 * 11) / 10 ~ 0.5; at quality 0.6 peeking keeps everything at the small tier (cost 0.1) and
-    misses 0.95 everywhere."""
-    from router_calibration.cli import REPORT_PAIRS, peek_bound
-
+def known_pairs_log(path):
+    """Every pair: small right exactly when confident (60%), large always right, small costs 1, large 10."""
     rng = np.random.default_rng(1)
     rows = []
     for benchmark, chain in REPORT_PAIRS:
@@ -520,10 +520,48 @@ def test_peek_bound_on_known_pairs(tmp_path):
                         "cost_usd": cost,
                     }
                 )
-    path = tmp_path / "pairs.csv"
     write_csv(path, rows)
+    return path
+
+
+def test_peek_bound_on_known_pairs(tmp_path):
+    """Peeking at quality 1.0 accepts the confident 60% at the small tier: eval quality 1 on every split, eval cost
+    (0.6 * 1 + 0.4 * 11) / 10 ~ 0.5; at quality 0.6 peeking keeps everything at the small tier (cost 0.1) and
+    misses 0.95 everywhere."""
+    path = known_pairs_log(tmp_path / "pairs.csv")
     strict, loose = peek_bound(path, 0.95, [1.0, 0.6], repeats=3)
     assert strict["eval_hit_rate"] == 1.0 and strict["all_pairs_hit_rate"] == 1.0
     assert 0.4 < strict["mean_eval_cost_ratio"] < 0.6
     assert loose["eval_hit_rate"] == 0.0
     assert loose["mean_eval_cost_ratio"] == pytest.approx(0.1)
+
+
+def test_cli_report_pairs_and_peek_bound_commands(tmp_path, capsys):
+    """The two study commands on the known pairs: every method meets the target on every pair (small when
+    confident, else large), and the JSON and text forms carry the same figures as the library."""
+    path = known_pairs_log(tmp_path / "pairs.csv")
+    png = tmp_path / "pairs.png"
+    assert main(["report-pairs", str(path), "--repeats", "2", "--path-steps", "11", "--json", "--plot", str(png)]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert [(p["benchmark"], p["chain"]) for p in table["pairs"]] == REPORT_PAIRS
+    for m in ("fst", "lcb", "naive"):
+        assert table[f"{m}_summary"]["repeats"] == 2
+    assert table["fst_summary"]["hit_rate_over_pairs_and_splits"] == 1.0
+    assert all(p["fst"]["policy"]["chain"] == ["small", "large"] for p in table["pairs"])
+    assert png.stat().st_size > 10_000
+    assert main(["report-pairs", str(path), "--path-steps", "11"]) == 0
+    text = capsys.readouterr().out
+    assert "fst: 8/8 pairs meet the target" in text and text.count("small > large") == 8
+    assert main(["peek-bound", str(path), "--levels", "1.0", "0.6", "--repeats", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == peek_bound(path, 0.95, [1.0, 0.6], repeats=3)
+    assert main(["peek-bound", str(path), "--levels", "1.0", "--repeats", "3"]) == 0
+    assert "peek-select at quality 1.00 on all prompts -> eval quality >= 0.95: pair hit rate 1.00" in (
+        capsys.readouterr().out
+    )
+
+
+def test_cli_old_report_flags_point_to_the_commands(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--report-pairs", "--repeats", "2"])
+    assert exited.value.code == 2
+    assert "router-calibrate report-pairs" in capsys.readouterr().err

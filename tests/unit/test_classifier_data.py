@@ -77,6 +77,7 @@ def test_every_rule_maps_to_a_known_intent() -> None:
         ("Gmail", "Summarize this email thread in two sentences.", "summarization"),
         ("tripadvisor.com", "Plan a 3-day itinerary for a trip to Rome.", "planning"),
         ("Netflix", "Hello there", None),
+        ("Reddit", "Explain the meaning of the given phrase in simple terms.", "factual_qa"),
     ],
 )
 def test_self_instruct_rules(app: str, instruction: str, intent: str | None) -> None:
@@ -105,6 +106,39 @@ def test_handwritten_planning_prompts() -> None:
     assert len({r.prompt for r in rows}) == len(rows)
 
 
+def test_handwritten_training_prompts_cover_every_intent() -> None:
+    rows = list(intent_data.handwritten_rows(intent_data.HANDWRITTEN_FILES[1]))
+    assert {r.source for r in rows} == {"handwritten"}
+    counts = Counter(r.intent for r in rows)
+    assert set(counts) == set(INTENTS) and min(counts.values()) >= 30, counts
+    for intent in INTENTS:
+        assert len({r.group for r in rows if r.intent == intent}) >= 3, intent
+
+
+def test_real_prompt_evaluation_set() -> None:
+    rows = intent_data.eval_rows()
+    assert len(rows) >= 300 and len({r.group for r in rows}) == len(rows)  # group = the row's unique id
+    counts = Counter(r.intent for r in rows)
+    assert set(counts) == set(INTENTS) and min(counts.values()) >= 30, counts
+    assert {r.source for r in rows} == {"handwritten_eval"}
+
+
+def test_no_handwritten_training_row_copies_an_evaluation_row() -> None:
+    train = [r for path in intent_data.HANDWRITTEN_FILES for r in intent_data.handwritten_rows(path)]
+    sims = intent_data.near_duplicates(train, intent_data.eval_rows())
+    assert max(sims) < intent_data.NEAR_DUPLICATE_COSINE
+
+
+def test_near_duplicates_finds_light_edits() -> None:
+    reference = [Row("Extract the dates: the launch is on May 3 and the retro on May 10.", "extraction", "e", "1")]
+    rows = [
+        Row("extract the dates: the launch is on May 3, and the retro on May 10", "extraction", "t0", "a"),
+        Row("Write a haiku about autumn rain.", "creative_writing", "t0", "b"),
+    ]
+    sims = intent_data.near_duplicates(rows, reference)
+    assert sims[0] >= intent_data.NEAR_DUPLICATE_COSINE > sims[1]
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not available")
 def test_every_t0_file_is_covered_and_built_dataset_is_split_by_group() -> None:
     for path in (SHARED / "intent" / "t0_templates").glob("*.jsonl"):
@@ -117,6 +151,10 @@ def test_every_t0_file_is_covered_and_built_dataset_is_split_by_group() -> None:
     for intent in INTENTS:
         assert counts[("train", intent)] > 0 and counts[("test", intent)] > 0, intent
         assert counts[("train", intent)] <= 300
+        t0 = sum(r.source == "t0" for r in rows if r.split == "train" and r.intent == intent)
+        assert t0 <= round(300 * intent_data.T0_SHARE), intent  # templates are one source among several
+    assert {r.source for r in rows} >= {"t0", "nq_open", "arena_v2", "handwritten", "gsm8k", "mmlu"}
+    assert max(intent_data.near_duplicates(rows, intent_data.eval_rows())) < intent_data.NEAR_DUPLICATE_COSINE
 
 
 def test_default_data_dir_is_next_to_the_project() -> None:

@@ -1,4 +1,4 @@
-"""The exported intent classifier: committed heads, ONNX vs PyTorch, INT8 vs FP32 on a held-out sample.
+"""The exported intent classifier: committed heads, ONNX vs PyTorch, INT8 vs FP32 on the real-prompt set.
 
 The ONNX models are rebuilt from the package's encoder and the committed heads (no ../shared needed); the build
 is skipped when model_repository already holds up-to-date models.
@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from llm_router.classifier import INTENTS, read_labels
 from llm_router.classifier.tokenization import IntentTokenizer
-from router_export import classifier
+from router_export.classifier_encoder import DIFFICULTY_LAYERS, EMBED_DIM, FEATURE_LAYERS, build_torch_model
+from router_export.classifier_heads import WEIGHTS, Heads
+from router_export.classifier_onnx import ENCODER_INT8_MODEL, ENCODER_MODEL, LABELS_FILE, build_for_repository
+from router_export.intent_data import EVAL_REAL_PROMPTS
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
 PROMPTS = [
@@ -25,43 +28,29 @@ PROMPTS = [
 
 
 def read_sample() -> list[dict]:
-    return [json.loads(line) for line in classifier.HELDOUT_SAMPLE.read_text(encoding="utf-8").splitlines() if line]
+    """The hand-written, hand-labelled real-prompt evaluation set (committed; never trained on)."""
+    return [json.loads(line) for line in EVAL_REAL_PROMPTS.read_text(encoding="utf-8").splitlines() if line]
 
 
 def test_committed_heads_are_small_and_match_the_taxonomy() -> None:
-    assert classifier.WEIGHTS.stat().st_size < 2 * 1024 * 1024
-    heads = classifier.Heads.load()
+    assert WEIGHTS.stat().st_size < 2 * 1024 * 1024
+    heads = Heads.load()
     assert heads.labels == INTENTS
-    assert heads.intent_layers[0][0].shape[0] == classifier.EMBED_DIM * len(classifier.FEATURE_LAYERS)
+    assert heads.intent_layers[0][0].shape[0] == EMBED_DIM * len(FEATURE_LAYERS)
     assert heads.intent_layers[-1][0].shape[1] == len(INTENTS)
-    assert heads.difficulty[0].shape == (classifier.EMBED_DIM * len(classifier.DIFFICULTY_LAYERS), 1)
-
-
-def test_heldout_sample_is_labelled_and_not_from_unlicensed_data() -> None:
-    rows = read_sample()
-    assert len(rows) >= 100
-    assert {r["intent"] for r in rows} == set(INTENTS)
-    assert {r["source"] for r in rows} <= {
-        "t0",
-        "arena_v2",
-        "arena_v01",
-        "self_instruct",
-        "mmlu",
-        "gsm8k",
-        "handwritten",
-    }
+    assert heads.difficulty[0].shape == (EMBED_DIM * len(DIFFICULTY_LAYERS), 1)
 
 
 @pytest.fixture(scope="module")
 def sessions():
     import onnxruntime as ort
 
-    classifier.build_for_repository(REPO)
+    build_for_repository(REPO)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     return {
         name: ort.InferenceSession(str(REPO / name / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"])
-        for name in (classifier.ENCODER_MODEL, classifier.ENCODER_INT8_MODEL)
+        for name in (ENCODER_MODEL, ENCODER_INT8_MODEL)
     }
 
 
@@ -79,7 +68,7 @@ def run(session, texts: list[str], batch_size: int = 32) -> tuple[np.ndarray, np
 
 
 def test_onnx_graph_has_dynamic_batch_and_sequence_axes(sessions) -> None:
-    session = sessions[classifier.ENCODER_MODEL]
+    session = sessions[ENCODER_MODEL]
     inputs = {i.name: i for i in session.get_inputs()}
     assert set(inputs) == {"input_ids", "attention_mask"}
     assert all(
@@ -100,11 +89,11 @@ def test_onnx_graph_has_dynamic_batch_and_sequence_axes(sessions) -> None:
 def test_onnx_matches_pytorch(sessions) -> None:
     import torch
 
-    model = classifier.build_torch_model(classifier.Heads.load())
+    model = build_torch_model(Heads.load())
     batch = IntentTokenizer().encode(PROMPTS)
     with torch.no_grad():
         p_torch, d_torch = model(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask))
-    p_onnx, d_onnx, _ = sessions[classifier.ENCODER_MODEL].run(
+    p_onnx, d_onnx, _ = sessions[ENCODER_MODEL].run(
         None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
     )
     np.testing.assert_allclose(p_onnx, p_torch.numpy(), atol=1e-4)
@@ -117,24 +106,24 @@ def test_int8_loses_at_most_one_point_of_macro_f1(sessions) -> None:
     rows = read_sample()
     texts = [r["prompt"] for r in rows]
     y = np.array([INTENTS.index(r["intent"]) for r in rows])
-    p32, d32 = run(sessions[classifier.ENCODER_MODEL], texts)
-    p8, d8 = run(sessions[classifier.ENCODER_INT8_MODEL], texts)
+    p32, d32 = run(sessions[ENCODER_MODEL], texts)
+    p8, d8 = run(sessions[ENCODER_INT8_MODEL], texts)
     f1_32 = f1_score(y, p32.argmax(1), average="macro")
     f1_8 = f1_score(y, p8.argmax(1), average="macro")
-    print(f"held-out sample: FP32 macro-F1 {f1_32:.4f}, INT8 macro-F1 {f1_8:.4f}")
-    assert f1_32 >= 0.75  # the sample is held-out templates; the full evaluation is router-train-classifier
+    print(f"real-prompt set: FP32 macro-F1 {f1_32:.4f}, INT8 macro-F1 {f1_8:.4f}")
+    assert f1_32 >= 0.8  # the issue's bar on real prompts; the full evaluation is router-train-classifier
     assert f1_8 >= f1_32 - 0.01
     assert np.abs(d8 - d32).max() < 0.1
 
 
 def test_build_is_skipped_when_up_to_date(sessions, capsys) -> None:
-    classifier.build_for_repository(REPO)
+    build_for_repository(REPO)
     assert "up to date" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("model", [classifier.ENCODER_MODEL, classifier.ENCODER_INT8_MODEL])
+@pytest.mark.parametrize("model", [ENCODER_MODEL, ENCODER_INT8_MODEL])
 def test_intent_output_is_the_label_of_the_most_probable_intent(sessions, model: str) -> None:
-    labels = tuple(read_labels(REPO / model / classifier.LABELS_FILE))
+    labels = tuple(read_labels(REPO / model / LABELS_FILE))
     assert labels == INTENTS
     texts = [r["prompt"] for r in read_sample()[:64]]
     batch = IntentTokenizer().encode(texts)
@@ -147,8 +136,17 @@ def test_intent_output_is_the_label_of_the_most_probable_intent(sessions, model:
 
 
 def test_build_refuses_a_labels_file_that_disagrees_with_the_heads(tmp_path) -> None:
-    for model in (classifier.ENCODER_MODEL, classifier.ENCODER_INT8_MODEL):
+    for model in (ENCODER_MODEL, ENCODER_INT8_MODEL):
         (tmp_path / model / "1").mkdir(parents=True)
-        (tmp_path / model / classifier.LABELS_FILE).write_text("\n".join(reversed(INTENTS)) + "\n")
+        (tmp_path / model / LABELS_FILE).write_text("\n".join(reversed(INTENTS)) + "\n")
     with pytest.raises(ValueError, match="labels.txt lists"):
-        classifier.build_for_repository(tmp_path)
+        build_for_repository(tmp_path)
+
+
+def test_cli_keeps_the_build_entry_point_and_names_a_missing_data_folder(tmp_path, capsys) -> None:
+    from router_export import classifier
+
+    assert classifier.build_for_repository is build_for_repository  # router-build-models calls it there
+    with pytest.raises(SystemExit) as exited:
+        classifier.main(["evaluate-onnx", "--data-dir", str(tmp_path / "none")])
+    assert exited.value.code == 2 and f"data folder {tmp_path / 'none'} not found" in capsys.readouterr().err

@@ -121,3 +121,38 @@ def test_file_mode_reports_failures_and_exits_1(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err
     assert "2 prompts: 0 answered, 2 failed" in err
     assert "(and 1 more)" in err
+
+
+@pytest.mark.parametrize("value", ["0.5", "inf", "nan"])
+def test_a_confidence_threshold_above_zero_or_not_finite_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(["hi", f"--confidence-threshold={value}"])
+    assert info.value.code == 2
+    assert "--confidence-threshold must be a log-prob, a finite number <= 0" in capsys.readouterr().err
+    assert cli.parse_args(["hi", "--confidence-threshold", "-1.5"]).confidence_threshold == -1.5
+
+
+def test_messages_file(tmp_path: Path) -> None:
+    path = tmp_path / "chat.json"
+    path.write_text('[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]')
+    assert cli.read_messages_file(path)[1] == {"role": "user", "content": "Hi"}
+    path.write_text('{"role": "user"}')
+    with pytest.raises(cli.UsageError, match="non-empty list"):
+        cli.read_messages_file(path)
+
+
+def test_summary_compares_with_the_largest_tier_and_trace_lines() -> None:
+    route = {"largest_tier_cost": 0.004, "intent": "coding", "difficulty": 0.5,
+             "attempts": [{"tier": "tier_small", "step": "start", "outcome": "ok", "confidence": -2.1000000000000001,
+                           "threshold": -1.5, "input_tokens": 9, "output_tokens": 4, "latency_ms": 12.3456,
+                           "cost": 2.1000000000000002e-06, "result": "escalated"}],
+             "final_reason": "done"}  # fmt: skip
+    result = RouterResult("a", "tier_medium", True, 0.001, route)
+    assert "cost $0.001000 vs always-tier_large $0.004000: 25.0% of it, saved $0.003000" in cli.summarize(
+        [result], "tier_large"
+    )
+    assert cli.trace_lines(result)[1] == (
+        "  tier_small: start, ok, confidence -2.1 vs threshold -1.5, 9+4 tokens, 12.3 ms, $2.1e-06 -> escalated"
+    )

@@ -19,6 +19,7 @@ from router_frontend.openai_front import (
     render_messages,
     route_options,
     sse_event,
+    tier_names_used,
     usage_of,
 )
 from router_launcher.serve import free_ports
@@ -62,18 +63,28 @@ def _body(**fields: object) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "x"}], **fields})
 
 
+TIERS = ["tier_small", "tier_medium", "remote_xl"]  # the server's names, as router_client's tiers() returns them
+
+
 def test_model_names_select_the_cascade_or_force_a_tier() -> None:
-    assert route_options(_body(model="router")).force_tier is None
-    assert route_options(_body(model="tier_small")).force_tier == "tier_small"
-    options = route_options(_body(model="router", max_tier="tier_medium", confidence_threshold=-0.7))
+    assert route_options(_body(model="router"), TIERS).force_tier is None
+    assert route_options(_body(model="tier_small"), TIERS).force_tier == "tier_small"
+    assert route_options(_body(model="remote_xl"), TIERS).force_tier == "remote_xl"
+    options = route_options(_body(model="router", max_tier="tier_medium", confidence_threshold=-0.7), TIERS)
     assert (options.max_tier, options.confidence_threshold) == ("tier_medium", -0.7)
     with pytest.raises(FrontError) as info:
-        route_options(_body(model="gpt-4o"))
+        route_options(_body(model="tier_large"), TIERS)  # not a tier of this server
     assert info.value.status == 404
     assert info.value.body()["error"]["code"] == "model_not_found"
+    assert "router, tier_small, tier_medium, remote_xl" in info.value.message
     with pytest.raises(FrontError) as info:
-        route_options(_body(model="router", min_tier="tier_huge"))
+        route_options(_body(model="router", min_tier="tier_huge"), TIERS)
     assert info.value.status == 400 and info.value.param == "min_tier"
+
+
+def test_only_requests_naming_a_tier_need_the_servers_tier_names() -> None:
+    assert tier_names_used(_body(model="router")) == []
+    assert tier_names_used(_body(model="tier_small", max_tier="tier_medium")) == ["tier_small", "tier_medium"]
 
 
 def test_usage_carries_tokens_cost_and_tier() -> None:
@@ -116,11 +127,12 @@ def offline_app() -> TestClient:
 
 
 def test_http_errors_use_the_openai_format(offline_app: TestClient) -> None:
+    # a model name other than `router` is checked against the server's tiers: unreachable here
     response = offline_app.post(
         "/v1/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]}
     )
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "model_not_found"
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "server_error" and "not reachable" in response.json()["error"]["message"]
 
     response = offline_app.post("/v1/chat/completions", json={"model": "router"})
     assert response.status_code == 400
@@ -150,3 +162,67 @@ def test_api_key_is_enforced_when_set() -> None:
         assert response.json()["error"]["type"] == "authentication_error"
         response = client.get("/v1/models", headers={"Authorization": "Bearer s3cret"})
         assert response.status_code == 503  # past the key check; no Triton there
+
+
+class _FakeRouter:
+    """Stands in for AsyncRouterClient: records what the front sends."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    async def route(self, prompt: str = "", *, max_tokens=None, options=None, model="router", messages=None):
+        self.calls.append({"prompt": prompt, "messages": messages, "model": model})
+        return _result()
+
+
+class _FakeTriton:
+    """Stands in for the front's tritonclient: a router config with the given inputs."""
+
+    def __init__(self, inputs: list[str]) -> None:
+        self.inputs = inputs
+
+    async def get_model_config(self, model: str, as_json: bool = True, client_timeout: float | None = None) -> dict:
+        return {"config": {"name": model, "input": [{"name": name} for name in self.inputs]}}
+
+
+@pytest.mark.parametrize("router_inputs", [["text_input", "max_tokens", "messages"], ["text_input", "max_tokens"]])
+def test_the_conversation_goes_as_messages_when_the_router_takes_them(router_inputs: list[str]) -> None:
+    (port,) = free_ports(1)
+    conversation = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+    ]
+    with TestClient(create_app(f"127.0.0.1:{port}", timeout_s=5)) as client:
+        state = client.app.state
+        real = state.router, state.tiers
+        state.router, state.tiers = _FakeRouter(), _FakeTriton(router_inputs)
+        try:
+            response = client.post("/v1/chat/completions", json={"model": "router", "messages": conversation})
+            calls = state.router.calls
+        finally:
+            state.router, state.tiers = real
+    assert response.status_code == 200, response.text
+    if "messages" in router_inputs:
+        assert calls == [
+            {"prompt": "", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+             "model": "router"}
+        ]  # fmt: skip
+    else:  # an older router: one rendered prompt
+        assert calls == [{"prompt": "System: Be brief.\n\nUser: Hi", "messages": None, "model": "router"}]
+
+
+def test_unknown_and_unsupported_fields_bad_json_and_unknown_paths(offline_app: TestClient) -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    error = offline_app.post("/v1/chat/completions", json={"model": "router", "messages": hi, "max_teir": 1}).json()
+    assert error["error"]["param"] == "max_teir" and "did you mean `max_tier`" in error["error"]["message"]
+    error = offline_app.post(
+        "/v1/chat/completions", json={"model": "router", "messages": hi, "response_format": {"type": "json_object"}}
+    ).json()
+    assert error["error"]["param"] == "response_format"
+    response = offline_app.post(
+        "/v1/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
+    response = offline_app.post("/v1/completions", json={"model": "router", "prompt": "hi"})
+    assert response.status_code == 404 and "/v1/chat/completions" in response.json()["error"]["message"]
+    assert offline_app.delete("/v1/models").json()["error"]["message"].startswith("DELETE /v1/models")

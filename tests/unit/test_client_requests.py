@@ -152,3 +152,23 @@ def test_router_error_keeps_the_server_message_and_status() -> None:
     assert error.status == "INVALID_ARGUMENT"
     assert str(error) == "INVALID_ARGUMENT: input 'text_input' is empty"
     assert str(RouterError.from_triton(InferenceServerException(msg="boom"))) == "boom"
+
+
+def test_messages_go_as_one_json_input_with_an_empty_text_input() -> None:
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Grüße"}]
+    text, messages = build_inputs("", None, conversation)
+    assert (messages.name(), messages.datatype(), messages.shape()) == ("messages", "BYTES", [1])
+    assert json.loads(messages._get_content()[4:].decode("utf-8")) == conversation
+    assert text._get_content()[4:] == b""
+    with pytest.raises(ValueError, match="either a prompt or messages"):
+        build_inputs("hi", None, conversation)
+    for bad in ([], [{"content": "no role"}], "just text"):
+        with pytest.raises(ValueError, match="messages"):
+            build_inputs("", None, bad)  # type: ignore[arg-type]
+
+
+def test_cost_has_no_float32_noise() -> None:
+    outputs = _final_outputs()
+    outputs["cost"] = np.array([0.00106], dtype=np.float32)
+    cost = decode_result(outputs).cost
+    assert repr(cost) == "0.00106"  # not 0.0010600000387057662, float32 widened to float64

@@ -2,12 +2,18 @@ import json
 import math
 
 import pytest
+from llm_router.core.confidence import compute_confidence
 from llm_router.core.decide import (
+    STREAMED_REASON,
     Attempt,
     Classification,
     DecisionKind,
     Overrides,
     RequestOverrideError,
+    RouterFacts,
+    Step,
+    Verification,
+    check_max_tokens,
     decide,
     make_trace,
     start_tier,
@@ -15,6 +21,7 @@ from llm_router.core.decide import (
     validate_overrides,
 )
 from llm_router.core.policy import INTENTS, parse_policy
+from llm_router.core.self_verify import NO_VERDICT, Verdict
 
 S, M, L = "tier_small", "tier_medium", "tier_large"
 
@@ -45,12 +52,12 @@ def make_policy(max_escalations=2, difficulty_rule=True, thresholds=(-1.0, -0.5,
         "default_start_tier": S,
     }
     if difficulty_rule:
-        data["difficulty_rule"] = {"below": 0.3, "min_tier": M}
+        data["difficulty_rule"] = {"above": 0.7, "min_tier": M}
     return parse_policy(data)
 
 
 P = make_policy()
-QA = Classification("factual_qa", {"factual_qa": 0.8, "reasoning": 0.2}, difficulty=0.9)
+QA = Classification("factual_qa", {"factual_qa": 0.8, "reasoning": 0.2}, difficulty=0.1)
 
 
 def ok(tier, conf, out=10):
@@ -68,16 +75,16 @@ def err(tier, outcome="error", why="boom"):
     ("classification", "overrides", "expected"),
     [
         (QA, Overrides(), S),
-        (Classification("coding", {}, 0.9), Overrides(), M),
-        (Classification("planning", {}, 0.9), Overrides(), L),
+        (Classification("coding", {}, 0.1), Overrides(), M),
+        (Classification("planning", {}, 0.1), Overrides(), L),
         (None, Overrides(), S),  # classifier unavailable -> default_start_tier
-        (Classification("factual_qa", {}, 0.1), Overrides(), M),  # hard prompt: difficulty rule
-        (Classification("factual_qa", {}, 0.3), Overrides(), S),  # rule is strict "below"
-        (Classification("planning", {}, 0.1), Overrides(), L),  # rule only raises
+        (Classification("factual_qa", {}, 0.9), Overrides(), M),  # hard prompt: difficulty rule
+        (Classification("factual_qa", {}, 0.7), Overrides(), S),  # rule is strict "above"
+        (Classification("planning", {}, 0.9), Overrides(), L),  # rule only raises
         (Classification("factual_qa", {}, None), Overrides(), S),  # no difficulty: rule not applied
-        (Classification("poetry", {}, 0.9), Overrides(), S),  # unknown intent -> default
+        (Classification("poetry", {}, 0.1), Overrides(), S),  # unknown intent -> default
         (QA, Overrides(min_tier=M), M),
-        (Classification("planning", {}, 0.9), Overrides(max_tier=M), M),
+        (Classification("planning", {}, 0.1), Overrides(max_tier=M), M),
         (QA, Overrides(force_tier=L), L),
     ],
 )
@@ -89,7 +96,7 @@ def test_start_tier(classification, overrides, expected):
 
 def test_start_reason_mentions_rules():
     assert "classifier unavailable" in decide(P, None, []).reason
-    assert "difficulty 0.100 < 0.3" in decide(P, Classification("factual_qa", {}, 0.1), []).reason
+    assert "difficulty 0.900 > 0.7" in decide(P, Classification("factual_qa", {}, 0.9), []).reason
 
 
 # -- accept / escalate ---------------------------------------------------------------------------------------
@@ -122,7 +129,7 @@ def test_missing_or_nan_confidence_escalates():
 def test_request_threshold_overrides_every_tier():
     ov = validate_overrides(P, confidence_threshold=-3.0)
     assert decide(P, QA, [ok(S, -2.0)], ov).kind is DecisionKind.ACCEPT
-    ov = validate_overrides(P, confidence_threshold="0.5")  # unreachable: always escalates
+    ov = validate_overrides(P, confidence_threshold="-1e-3")  # above every answer here: always escalates
     assert decide(P, QA, [ok(S, -0.01)], ov).tier == M
     # the override applies to the largest tier too; with nowhere to go its answer is accepted
     d = decide(P, QA, [ok(S, -0.01), ok(M, -0.01), ok(L, -0.01)], ov)
@@ -288,3 +295,126 @@ def test_trace_uses_given_cost_and_handles_failure_and_no_classifier():
 def test_trace_json_handles_infinite_confidence():
     _, trace = make_trace(P, QA, [ok(S, -math.inf), ok(M, -0.1)])
     assert json.loads(trace.to_json())["attempts"][0]["confidence"] == "-inf"
+
+
+def test_steps_are_an_enum_that_reads_as_text():
+    d = decide(P, QA, [ok(S, -2.0)])
+    assert d.step is Step.ESCALATE and d.step == "escalate"
+    assert json.loads(json.dumps({"step": d.step})) == {"step": "escalate"}
+
+
+def test_offline_trace_has_no_router_fields():
+    _, trace = make_trace(P, QA, [ok(S, -0.1)])
+    data = trace.to_dict()
+    assert not {"classifier_error", "router_overhead_ms", "policy_version", "answers"} & set(data)
+
+
+def test_router_trace_is_built_complete():
+    attempts = [ok(S, -2.0, out=12), ok(M, -0.1, out=7)]
+    facts = RouterFacts(classifier_error=None, elapsed_ms=25.0, answers=["cheap", "better"])
+    final, trace = make_trace(P, QA, attempts, router=facts)
+    data = trace.to_dict()
+    assert final.kind is DecisionKind.ACCEPT and data["router_overhead_ms"] == 15.0  # 25 ms - 2 x 5 ms generating
+    assert data["policy_version"] == P.version and "classifier_error" not in data
+    assert data["answers"] == [{"tier": S, "text": "cheap"}, {"tier": M, "text": "better"}]
+    _, trace = make_trace(P, None, [], router=RouterFacts(classifier_error="classifier timed out", elapsed_ms=1.0))
+    assert trace.to_dict()["classifier_error"] == "classifier timed out"
+
+
+def test_a_streamed_answer_is_accepted_whatever_it_scored():
+    attempts = [ok(S, -2.0, out=12)]  # low confidence: decide() would escalate, but the text already went out
+    final, trace = make_trace(P, QA, attempts)
+    assert final.kind is DecisionKind.CALL and trace.status == "in_progress"
+    final, trace = make_trace(P, QA, attempts, router=RouterFacts(streamed=True, elapsed_ms=6.0))
+    assert (final.kind, final.tier, final.attempt_index) == (DecisionKind.ACCEPT, S, 0)
+    assert (trace.status, trace.final_tier, trace.final_reason) == ("accepted", S, STREAMED_REASON)
+    assert trace.attempts[0].result == "accepted" and trace.tokens_wasted == 0
+    assert trace.cost_saved is not None and trace.cost_saved > 0
+
+
+# -- issue 16: thresholds above 0, max_tokens above every cap, finish_reason -----------------------------------------
+@pytest.mark.parametrize("value", [0.5, "1e-3", 3])
+def test_confidence_threshold_above_zero_is_refused(value) -> None:
+    with pytest.raises(RequestOverrideError, match=r"confidence_threshold: must be <= 0"):
+        validate_overrides(P, confidence_threshold=value)
+    assert validate_overrides(P, confidence_threshold=0).confidence_threshold == 0.0
+
+
+def test_max_tokens_above_every_tiers_cap_is_refused_naming_the_limit() -> None:
+    check_max_tokens(P, None)
+    check_max_tokens(P, 64)
+    with pytest.raises(RequestOverrideError, match=r"max_tokens 65 is above the limit of every tier: at most 64"):
+        check_max_tokens(P, 65)
+    with pytest.raises(RequestOverrideError, match=r"max_tokens must be >= 1"):
+        check_max_tokens(P, 0)
+
+
+@pytest.mark.parametrize(("out", "cap", "reason"), [(64, 64, "length"), (12, 12, "length"), (11, 12, "stop")])
+def test_finish_reason_says_whether_the_calls_cap_cut_the_answer(out: int, cap: int, reason: str) -> None:
+    facts = RouterFacts(max_tokens=[cap])
+    _, trace = make_trace(P, QA, [ok(S, -0.1, out=out)], router=facts)
+    assert trace.finish_reason == reason and trace.to_dict()["finish_reason"] == reason
+    _, offline = make_trace(P, QA, [ok(S, -0.1, out=out)])
+    assert offline.finish_reason is None and "finish_reason" not in offline.to_dict()
+
+
+def test_finish_reason_is_that_of_the_accepted_attempt() -> None:
+    # the escalated tier used its whole cap, the accepted one did not
+    attempts = [ok(S, -5.0, out=64), ok(M, -0.1, out=3)]
+    _, trace = make_trace(P, QA, attempts, router=RouterFacts(max_tokens=[64, 64]))
+    assert trace.final_tier == M and trace.finish_reason == "stop"
+
+
+# -- self-verification: the second call is part of the attempt and of the trace --------------------------------------
+def _verified(tier, verdict, answer_in=100, answer_out=10, v_in=40, v_out=2, error=None):
+    check = Verification(verdict, input_tokens=v_in, output_tokens=v_out, latency_ms=3.0, error=error)
+    return Attempt(
+        tier,
+        "ok",
+        confidence=compute_confidence("self_verify", verdict),
+        input_tokens=answer_in + v_in,
+        output_tokens=answer_out + v_out,
+        latency_ms=5.0 + 3.0,
+        verification=check,
+    )
+
+
+def test_trace_records_the_verification_and_costs_both_calls():
+    attempts = [_verified(S, Verdict("no", -0.2)), ok(M, -0.1, out=7)]
+    final, trace = make_trace(P, QA, attempts, router=RouterFacts(max_tokens=[10, 64], elapsed_ms=30.0))
+    assert final.tier == M and trace.attempts[0].result == "escalated (answer discarded)"
+    record = trace.to_dict()["attempts"][0]
+    assert record["verification"] == {
+        "verdict": "no",
+        "logprob": -0.2,
+        "input_tokens": 40,
+        "output_tokens": 2,
+        "latency_ms": 3.0,
+    }
+    assert record["confidence"] == pytest.approx(math.log1p(-math.exp(-0.2)))  # "No" bounds log P("Yes")
+    assert (record["input_tokens"], record["output_tokens"]) == (140, 12)
+    assert record["cost"] == pytest.approx((140 * 0.0001 + 12 * 0.0002) / 1000)  # prices x both calls' tokens
+    assert "verification" not in trace.to_dict()["attempts"][1]  # a log-prob tier has no verification record
+    assert trace.tokens_wasted == 12  # the discarded answer and its verdict
+    assert trace.router_overhead_ms == pytest.approx(30.0 - 8.0 - 5.0)
+
+
+def test_verified_answer_baseline_and_finish_reason_count_the_answer_alone():
+    attempt = _verified(S, Verdict("yes", -0.05), answer_in=100, answer_out=10, v_in=40, v_out=3)
+    assert (attempt.answer_input_tokens, attempt.answer_output_tokens) == (100, 10)
+    final, trace = make_trace(P, QA, [attempt], router=RouterFacts(max_tokens=[12]))
+    assert final.kind is DecisionKind.ACCEPT and trace.attempts[0].confidence == -0.05
+    # always tier_large would answer once, with nothing to verify; 10 + 3 tokens >= cap 12, but the answer's 10 < 12
+    assert trace.largest_tier_cost == pytest.approx((100 * 0.005 + 10 * 0.015) / 1000)
+    assert trace.finish_reason == "stop"
+    _, capped = make_trace(P, QA, [attempt], router=RouterFacts(max_tokens=[10]))
+    assert capped.finish_reason == "length"
+
+
+def test_no_verdict_is_recorded_as_none_with_its_reason():
+    attempt = _verified(S, NO_VERDICT, v_in=0, v_out=0, error="verification failed: tier_small overran")
+    final, trace = make_trace(P, QA, [attempt, ok(M, -0.1)])
+    assert final.tier == M and attempt.score == -math.inf
+    record = json.loads(trace.to_json())["attempts"][0]["verification"]
+    assert record["verdict"] == "none" and record["logprob"] == "-inf"
+    assert record["error"] == "verification failed: tier_small overran"

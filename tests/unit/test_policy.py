@@ -23,7 +23,7 @@ BASE = {
         "coding": "tier_medium",
         "planning": "tier_large",
     },
-    "difficulty_rule": {"below": 0.3, "min_tier": "tier_medium"},
+    "difficulty_rule": {"above": 0.7, "min_tier": "tier_medium"},
     "max_escalations": 2,
     "default_start_tier": "tier_small",
     "holdback_tokens": 8,
@@ -58,6 +58,16 @@ def test_valid_policy_parses_and_lookups():
     assert p.largest_tier.name == "tier_large"
     assert p.tier("tier_large").escalation_threshold is None
     assert p.difficulty_rule.min_tier == "tier_medium"
+
+
+def test_legacy_difficulty_rule_below_reads_as_above():
+    """`below` was a bound on P(correct); difficulty is now P(wrong), so `below: 0.3` means `above: 0.7`."""
+    data = copy.deepcopy(BASE)
+    data["difficulty_rule"] = {"below": 0.3, "min_tier": "tier_medium"}
+    assert parse_policy(data).difficulty_rule.above == pytest.approx(0.7)
+    data["difficulty_rule"] = {"below": 0.3, "above": 0.6, "min_tier": "tier_medium"}
+    with pytest.raises(PolicyError, match="below"):
+        parse_policy(data)
 
 
 def test_default_policy_file_loads():
@@ -97,7 +107,7 @@ def test_default_policy_file_loads():
         ({"start_tier_by_intent.planning": _DELETE}, "start_tier_by_intent: missing intent(s) ['planning']"),
         ({"default_start_tier": "tier_tiny"}, "default_start_tier: unknown tier 'tier_tiny'"),
         ({"difficulty_rule.min_tier": "big"}, "difficulty_rule.min_tier: unknown tier 'big'"),
-        ({"difficulty_rule.below": 1.5}, "difficulty_rule.below: must be <= 1"),
+        ({"difficulty_rule.above": 1.5}, "difficulty_rule.above: must be <= 1"),
         ({"max_escalations": -1}, "max_escalations: must be >= 0"),
         ({"holdback_tokens": -2}, "holdback_tokens: must be >= 0"),
         ({"version": 0}, "version: must be >= 1"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,11 @@ def test_secret_patterns_catch_what_they_are_for() -> None:
 def test_local_server_defaults_to_loopback() -> None:
     assert ServerOptions().host == "127.0.0.1"
     assert parse_args([]).host == "127.0.0.1"
+
+
+def test_router_serve_defaults_are_server_options_defaults() -> None:
+    """One source of defaults: the command differs from ServerOptions() only in echoing Triton's log."""
+    assert parse_args([]) == replace(ServerOptions(), echo_log=True)
+    assert parse_args(["--quiet"]) == ServerOptions()
+    options = parse_args(["--load-model", "a", "--load-model", "b", "--stop-grace", "3", "--on-stub-exit", "off"])
+    assert (options.load_models, options.stop_grace_s, options.stub_watchdog) == (["a", "b"], 3.0, "off")

@@ -7,8 +7,8 @@ Semantics:
 
 * Allowed tiers are ``[min_tier, max_tier]`` (default: all). ``force_tier`` allows exactly that one tier.
 * Start tier: ``start_tier_by_intent[intent]`` (``default_start_tier`` when the classifier is unavailable or
-  the intent is not in the policy), raised to ``difficulty_rule.min_tier`` when difficulty is below
-  ``difficulty_rule.below``, then clamped into the allowed range.
+  the intent is not in the policy), raised to ``difficulty_rule.min_tier`` when difficulty is above
+  ``difficulty_rule.above``, then clamped into the allowed range.
 * After an OK attempt: accept it when its confidence >= threshold (the request's ``confidence_threshold`` if
   given, else the tier's ``escalation_threshold``; a tier without a threshold always accepts). A missing or
   NaN confidence counts as ``-inf``. Otherwise escalate to the next allowed, untried, higher tier, unless
@@ -18,6 +18,9 @@ Semantics:
   best OK answer already obtained (highest tier), else fall back DOWN to the highest allowed untried lower
   tier (e.g. a planning request that starts at the largest tier). If nothing is left: FAIL with every
   tier's reason. ``force_tier`` never falls back.
+* A self-verifying tier (a confidence function with ``needs_verification``, e.g. ``self_verify``) is asked a second
+  time whether its answer is correct; that call is part of the attempt (``Attempt.verification``): its tokens,
+  latency and cost are in the attempt's, and its verdict is in the trace.
 * A fallback does NOT count as an escalation: ``max_escalations`` bounds the quality-driven spend on a
   request that already has an answer, while a fallback is the only way to get an answer at all; fallbacks
   are bounded anyway because each tier is tried at most once. An escalation is any move to another tier
@@ -34,7 +37,9 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from llm_router.core.cost import call_cost, largest_tier_cost
+from llm_router.core.jsonsafe import json_safe
 from llm_router.core.policy import Policy
+from llm_router.core.self_verify import Verdict
 
 
 class Outcome(StrEnum):
@@ -49,6 +54,14 @@ class DecisionKind(StrEnum):
     FAIL = "fail"
 
 
+class Step(StrEnum):
+    """Why a tier is called: the first call, an escalation after a low-confidence answer, a fallback after a failure."""
+
+    START = "start"
+    ESCALATE = "escalate"
+    FALLBACK = "fallback"
+
+
 class RequestOverrideError(ValueError):
     """A per-request override is invalid (unknown tier, min_tier above max_tier, non-finite threshold...)."""
 
@@ -61,7 +74,7 @@ class ClassificationLike(Protocol):
 
 @dataclass(frozen=True)
 class Classification:
-    """What the classifier said: intent, its probabilities, difficulty = P(small tier answers correctly)."""
+    """What the classifier said: intent, its probabilities, difficulty (0 easy, 1 hard: P(small tier is wrong))."""
 
     intent: str
     intent_probs: Mapping[str, float] = field(default_factory=dict)
@@ -69,8 +82,37 @@ class Classification:
 
 
 @dataclass(frozen=True)
+class Verification:
+    """A self-verifying tier's second call (is its own answer correct?): the verdict, that call's token counts and
+    latency, and why it gave no verdict (`error`: the call failed or timed out, or the answer was blank and not asked
+    about; the verdict is then NO_VERDICT)."""
+
+    verdict: Verdict
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The trace's record: {"verdict": "yes" | "no" | "other" | "none", "logprob", tokens, latency, error?}."""
+        record: dict[str, Any] = {
+            "verdict": "none" if self.verdict.logprob == -math.inf else self.verdict.label,
+            "logprob": self.verdict.logprob,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_ms": self.latency_ms,
+        }
+        if self.error is not None:
+            record["error"] = self.error
+        return record
+
+
+@dataclass(frozen=True)
 class Attempt:
-    """One finished call to a tier. `cost` None means: compute it from the policy's prices and the tokens."""
+    """One finished call to a tier. `cost` None means: compute it from the policy's prices and the tokens.
+
+    With `verification` (a self-verifying tier), the tokens and latency are those of both calls, the answer's and
+    the verification's; `answer_output_tokens` / `answer_input_tokens` are the answer's own."""
 
     tier: str
     outcome: Outcome
@@ -80,9 +122,20 @@ class Attempt:
     latency_ms: float = 0.0
     cost: float | None = None
     error: str | None = None
+    verification: Verification | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outcome", Outcome(self.outcome))
+
+    @property
+    def answer_input_tokens(self) -> int:
+        """Input tokens of the answer's call alone (without the verification call's)."""
+        return self.input_tokens - (self.verification.input_tokens if self.verification else 0)
+
+    @property
+    def answer_output_tokens(self) -> int:
+        """Output tokens of the answer alone (without the verification call's)."""
+        return self.output_tokens - (self.verification.output_tokens if self.verification else 0)
 
     @property
     def ok(self) -> bool:
@@ -100,7 +153,8 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Overrides:
-    """Per-request overrides, already validated by `validate_overrides`."""
+    """Per-request overrides: the router's request parameters of these names. `validate_overrides` returns them
+    checked against a policy, as routing uses them (the client's RouteOptions sends them)."""
 
     force_tier: str | None = None
     min_tier: str | None = None
@@ -115,7 +169,7 @@ class Decision:
     kind: DecisionKind
     reason: str
     tier: str | None = None
-    step: str | None = None
+    step: Step | None = None
     attempt_index: int | None = None
     failures: tuple[str, ...] = ()
 
@@ -165,6 +219,10 @@ def validate_overrides(
             ) from None
         if not math.isfinite(threshold):
             raise RequestOverrideError(f"confidence_threshold: must be a finite number, got {confidence_threshold!r}")
+        if threshold > 0:
+            raise RequestOverrideError(
+                f"confidence_threshold: must be <= 0 (confidences are log-probabilities), got {confidence_threshold!r}"
+            )
     return Overrides(force_tier=force, min_tier=lo, max_tier=hi, confidence_threshold=threshold)
 
 
@@ -196,11 +254,11 @@ def start_tier(
     idx = policy.tier_index(name)
     rule = policy.difficulty_rule
     difficulty = None if classification is None else classification.difficulty
-    if rule is not None and difficulty is not None and not math.isnan(difficulty) and difficulty < rule.below:
+    if rule is not None and difficulty is not None and not math.isnan(difficulty) and difficulty > rule.above:
         rule_idx = policy.tier_index(rule.min_tier)
         if rule_idx > idx:
             idx = rule_idx
-            why += f"; difficulty {difficulty:.3f} < {rule.below:g} raises it to {rule.min_tier}"
+            why += f"; difficulty {difficulty:.3f} > {rule.above:g} raises it to {rule.min_tier}"
     lo, hi = allowed_range(policy, overrides)
     if idx < lo:
         idx = lo
@@ -250,7 +308,7 @@ def decide(
     ov = overrides or NO_OVERRIDES
     if not attempts:
         name, why = start_tier(policy, classification, ov)
-        return Decision(DecisionKind.CALL, why, tier=name, step="start")
+        return Decision(DecisionKind.CALL, why, tier=name, step=Step.START)
 
     indices = _check_attempts(policy, attempts)
     lo, hi = allowed_range(policy, ov)
@@ -283,13 +341,13 @@ def decide(
                 best_ok,
                 f"{low}, but max_escalations={policy.max_escalations} used: accept {best} (highest tier)",
             )
-        return Decision(DecisionKind.CALL, f"{low}: escalate", tier=policy.tiers[higher].name, step="escalate")
+        return Decision(DecisionKind.CALL, f"{low}: escalate", tier=policy.tiers[higher].name, step=Step.ESCALATE)
 
     failed = last.failure_reason()
     if ov.force_tier is None:
         if higher is not None:
             nxt = policy.tiers[higher].name
-            return Decision(DecisionKind.CALL, f"{failed}: fall back to {nxt}", tier=nxt, step="fallback")
+            return Decision(DecisionKind.CALL, f"{failed}: fall back to {nxt}", tier=nxt, step=Step.FALLBACK)
         if best_ok is not None:
             best = attempts[best_ok]
             return accept(
@@ -304,10 +362,26 @@ def decide(
                 DecisionKind.CALL,
                 f"{failed}, no higher allowed tier: fall back down to {nxt}",
                 tier=nxt,
-                step="fallback",
+                step=Step.FALLBACK,
             )
     failures = tuple(a.failure_reason() for a in attempts)
     return Decision(DecisionKind.FAIL, "every allowed tier failed: " + "; ".join(failures), failures=failures)
+
+
+def check_max_tokens(policy: Policy, requested: int | None) -> None:
+    """RequestOverrideError when a request's max_tokens is < 1 or above every tier's cap (the policy's largest
+    `max_tokens`): no tier could honour it. Between a tier's cap and the largest cap, that tier's answer is cut at its
+    cap (the trace's finish_reason says "length")."""
+    if requested is None:
+        return
+    if requested < 1:
+        raise RequestOverrideError(f"max_tokens must be >= 1, got {requested}")
+    limit = max(t.max_tokens for t in policy.tiers)
+    if requested > limit:
+        raise RequestOverrideError(
+            f"max_tokens {requested} is above the limit of every tier: at most {limit} (the largest max_tokens of the "
+            "routing policy); lower max_tokens"
+        )
 
 
 def tier_max_tokens(policy: Policy, tier: str, requested: int | None) -> int:
@@ -344,11 +418,16 @@ class AttemptTrace:
     cost: float
     result: str
     error: str | None = None
+    verification: dict[str, Any] | None = None  # a self-verifying tier's second call (Verification.to_dict)
 
 
 @dataclass
 class Trace:
-    """Everything the `route` output says about one request; `to_json()` is what the router returns."""
+    """Everything the `route` output says about one request; `to_json()` is what the router returns.
+
+    The last five fields are the router's own (None offline, and then left out of `to_dict()`); `finish_reason`
+    is the answer's: "length" when a token cap (the request's max_tokens or the tier's policy cap) cut it, else
+    "stop"."""
 
     classifier: str
     intent: str | None
@@ -366,22 +445,43 @@ class Trace:
     largest_tier_cost: float | None
     cost_saved: float | None
     tokens_wasted: int
+    classifier_error: str | None = None
+    router_overhead_ms: float | None = None
+    policy_version: int | None = None
+    answers: list[dict[str, str | None]] | None = None
+    finish_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        data = asdict(self)
+        for key in _ROUTER_FIELDS:
+            if data[key] is None:
+                del data[key]
+        for attempt in data["attempts"]:
+            if attempt["verification"] is None:  # only a self-verifying tier's attempts have one
+                del attempt["verification"]
+        return json_safe(data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("-inf" if value < 0 else "inf")
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
+_ROUTER_FIELDS = ("classifier_error", "router_overhead_ms", "policy_version", "answers", "finish_reason")
+
+
+STREAMED_REASON = "streamed without hold-back; answer already sent"
+
+
+@dataclass(frozen=True)
+class RouterFacts:
+    """What the router adds to a trace: the last attempt's text already reached the client (`streamed`: it answers
+    whatever it scored), why the classifier failed, the request's wall time, the answers' texts (return_trace), the
+    token cap of each call (the answer's finish_reason is "length" when it used all of its call's cap)."""
+
+    streamed: bool = False
+    classifier_error: str | None = None
+    elapsed_ms: float | None = None
+    answers: Sequence[str | None] | None = None
+    max_tokens: Sequence[int] | None = None
 
 
 def make_trace(
@@ -389,14 +489,18 @@ def make_trace(
     classification: ClassificationLike | None,
     attempts: Sequence[Attempt],
     overrides: Overrides | None = None,
+    router: RouterFacts | None = None,
 ) -> tuple[Decision, Trace]:
     """Replay `decide` over the attempts to explain each one; returns (the current decision, the trace).
 
-    The current decision is ACCEPT/FAIL for a finished request (or CALL if called mid-request).
+    The current decision is ACCEPT/FAIL for a finished request (or CALL if called mid-request). With `router` facts
+    the trace is the router's final one: a streamed answer is accepted, the overhead and policy version are filled in.
     """
     ov = overrides or NO_OVERRIDES
     decisions = [decide(policy, classification, attempts[:i], ov) for i in range(len(attempts) + 1)]
     final = decisions[-1]
+    if router is not None and router.streamed and final.kind is DecisionKind.CALL:
+        final = Decision(DecisionKind.ACCEPT, STREAMED_REASON, tier=attempts[-1].tier, attempt_index=len(attempts) - 1)
     records: list[AttemptTrace] = []
     for i, a in enumerate(attempts):
         why = decisions[i]
@@ -425,17 +529,23 @@ def make_trace(
                 cost=attempt_cost(policy, a),
                 result=result,
                 error=a.error,
+                verification=None if a.verification is None else a.verification.to_dict(),
             )
         )
     total = sum(r.cost for r in records)
     accepted = attempts[final.attempt_index] if final.kind is DecisionKind.ACCEPT else None
     base = None
     if accepted is not None:
-        base = largest_tier_cost(policy, accepted.input_tokens, accepted.output_tokens)
+        # always using the largest tier: one call for the same answer, nothing to verify (no tier above it)
+        base = largest_tier_cost(policy, accepted.answer_input_tokens, accepted.answer_output_tokens)
     made = decisions[1 : len(attempts)]  # the decisions that led to attempts 1..n-1
-    escalations = sum(1 for d in made if d.kind is DecisionKind.CALL and d.step == "escalate")
-    fallbacks = sum(1 for d in made if d.kind is DecisionKind.CALL and d.step == "fallback")
+    escalations = sum(1 for d in made if d.kind is DecisionKind.CALL and d.step is Step.ESCALATE)
+    fallbacks = sum(1 for d in made if d.kind is DecisionKind.CALL and d.step is Step.FALLBACK)
     wasted = sum(a.output_tokens for i, a in enumerate(attempts) if final.attempt_index != i)
+    facts = router or RouterFacts()
+    overhead = None
+    if router is not None and facts.elapsed_ms is not None:
+        overhead = round(max(0.0, facts.elapsed_ms - sum(a.latency_ms for a in attempts)), 3)
     trace = Trace(
         classifier="ok" if classification is not None else "unavailable",
         intent=None if classification is None else classification.intent,
@@ -453,5 +563,18 @@ def make_trace(
         largest_tier_cost=base,
         cost_saved=None if base is None else base - total,
         tokens_wasted=wasted if final.kind is not DecisionKind.CALL else 0,
+        classifier_error=facts.classifier_error,
+        router_overhead_ms=overhead,
+        policy_version=policy.version if router is not None else None,
+        answers=None
+        if facts.answers is None
+        else [{"tier": a.tier, "text": text} for a, text in zip(attempts, facts.answers, strict=True)],
+        finish_reason=_finish_reason(accepted, final.attempt_index, facts.max_tokens),
     )
     return final, trace
+
+
+def _finish_reason(accepted: Attempt | None, index: int | None, caps: Sequence[int] | None) -> str | None:
+    if accepted is None or index is None or caps is None:
+        return None
+    return "length" if accepted.answer_output_tokens >= caps[index] else "stop"

@@ -8,7 +8,6 @@ lists each bad field by its path, e.g. ``tiers[1].cost_per_1k_output: must be >=
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +43,11 @@ class _Strict(BaseModel):
 
 
 class ConfidenceSpec(_Strict):
-    """Which registered confidence function scores a tier's answer, and its parameters (e.g. k)."""
+    """Which registered confidence function scores a tier's answer, and its parameters (e.g. k).
+
+    `self_verify` (a verification function, llm_router.core.confidence.needs_verification) makes the router call
+    the tier a second time to ask whether its answer is correct, and scores that verdict.
+    """
 
     function: str = "mean_logprob"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -133,10 +136,21 @@ class TierSpec(_Strict):
 
 
 class DifficultyRule(_Strict):
-    """If difficulty (P(small model answers correctly)) is below `below`, start at least at `min_tier`."""
+    """If difficulty (0 = easy, 1 = hard: P(the small tier answers wrong)) is above `above`, start at least at
+    `min_tier`. A legacy `below: x` (from when difficulty was P(correct)) reads as `above: 1 - x`."""
 
-    below: float = Field(ge=0, le=1, allow_inf_nan=False)
+    above: float = Field(ge=0, le=1, allow_inf_nan=False)
     min_tier: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_below(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "below" in data and "above" not in data:
+            data = dict(data)
+            below = data.pop("below")
+            is_number = isinstance(below, int | float) and not isinstance(below, bool)
+            data["above"] = 1 - below if is_number else below
+        return data
 
 
 class Policy(_Strict):
@@ -288,7 +302,3 @@ def write_policy(policy: Policy, path: str | Path, header: str | None = None) ->
     if header:
         text = "".join(f"# {line}\n" for line in header.splitlines()) + text
     Path(path).write_text(text, encoding="utf-8")
-
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

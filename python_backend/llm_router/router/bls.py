@@ -9,30 +9,28 @@ responses in the background and nothing of it reaches the client.
 from __future__ import annotations
 
 import asyncio
-import re
+import functools
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+from llm_router.protocol import (
+    ANSWER_OUTPUTS,
+    OnPiece,
+    PieceCollector,
+    TierAnswer,
+    first_text,
+    is_input_rejection,
+    tier_piece,
+    tier_request_arrays,
+)
+from llm_router.router.errors import TierCallError
 from llm_router.triton_utils import KEEP_ALIVE
 
 CLASSIFIER_MODEL = "intent_classifier"
-
-
-class TierCallError(RuntimeError):
-    """A tier answered with an error, or could not be called; `reason` is short and goes into the trace.
-
-    `rejected_input` is True when the tier refused the request itself (INVALID_ARG, e.g. a prompt above its context).
-    """
-
-    def __init__(self, reason: str, status: str = "error", rejected_input: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.rejected_input = rejected_input
 
 
 @dataclass
@@ -42,19 +40,6 @@ class Classification:
     intent: str
     intent_probs: dict[str, float]
     difficulty: float
-    latency_ms: float
-
-
-@dataclass
-class TierOutput:
-    """One finished tier generation."""
-
-    text: str
-    token_logprobs: list[float]
-    input_tokens: int
-    output_tokens: int
-    latency_ms: float
-    deltas: list[str] = field(default_factory=list)
 
 
 def _bytes_tensor(name: str, value: str, batched: bool) -> pb_utils.Tensor:
@@ -62,33 +47,13 @@ def _bytes_tensor(name: str, value: str, batched: bool) -> pb_utils.Tensor:
     return pb_utils.Tensor(name, array.reshape(1, 1) if batched else array)
 
 
-def _scalar_tensor(name: str, value: object, dtype: type, batched: bool) -> pb_utils.Tensor:
-    array = np.array([value], dtype=dtype)
-    return pb_utils.Tensor(name, array.reshape(1, 1) if batched else array)
-
-
-def _first_string(response: object, name: str) -> str:
+def _output(response: object, name: str) -> np.ndarray | None:
     tensor = pb_utils.get_output_tensor_by_name(response, name)
-    if tensor is None:
-        return ""
-    value = tensor.as_numpy().reshape(-1)
-    if value.size == 0:
-        return ""
-    item = value[0]
-    return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
-
-
-def _first_int(response: object, name: str) -> int | None:
-    tensor = pb_utils.get_output_tensor_by_name(response, name)
-    if tensor is None:
-        return None
-    values = tensor.as_numpy().reshape(-1)
-    return int(values[0]) if values.size else None
+    return None if tensor is None else tensor.as_numpy()
 
 
 async def classify(text: str, timeout_s: float, labels: list[str] | None = None) -> Classification:
     """Run `intent_classifier` on one prompt; raises TierCallError on error or timeout."""
-    started = time.monotonic()
     request = pb_utils.InferenceRequest(
         model_name=CLASSIFIER_MODEL,
         inputs=[_bytes_tensor("text", text, batched=True)],
@@ -100,15 +65,12 @@ async def classify(text: str, timeout_s: float, labels: list[str] | None = None)
         raise TierCallError(f"classifier did not answer within {timeout_s:.2f}s", status="timeout") from None
     if response.has_error():
         raise TierCallError(f"classifier error: {response.error().message()}")
-    intent = _first_string(response, "intent")
-    probs = pb_utils.get_output_tensor_by_name(response, "intent_probs").as_numpy().reshape(-1)
-    difficulty = float(pb_utils.get_output_tensor_by_name(response, "difficulty").as_numpy().reshape(-1)[0])
+    probs = _output(response, "intent_probs").reshape(-1)
     names = labels if labels is not None and len(labels) == probs.size else [str(i) for i in range(probs.size)]
     return Classification(
-        intent=intent,
+        intent=first_text(_output(response, "intent")),
         intent_probs={name: round(float(p), 6) for name, p in zip(names, probs, strict=True)},
-        difficulty=difficulty,
-        latency_ms=(time.monotonic() - started) * 1000,
+        difficulty=float(_output(response, "difficulty").reshape(-1)[0]),
     )
 
 
@@ -121,30 +83,28 @@ class TierRequest:
     max_tokens: int
     stream: bool = False
     batched_inputs: bool = True  # the tier's config has max_batch_size > 0 (TensorRT-LLM style)
+    messages: str | None = None  # a conversation (JSON) for the tier's `messages` input; text is then ""
+    raw: bool = False
 
     def to_inference_request(self) -> pb_utils.InferenceRequest:
-        inputs = [
-            _bytes_tensor("text_input", self.text, self.batched_inputs),
-            _scalar_tensor("max_tokens", self.max_tokens, np.int32, self.batched_inputs),
-            _scalar_tensor("return_log_probs", True, np.bool_, self.batched_inputs),
-            _scalar_tensor("stream", self.stream, np.bool_, self.batched_inputs),
-        ]
+        arrays = tier_request_arrays(
+            self.text, self.max_tokens, self.stream, self.batched_inputs, messages=self.messages, raw=self.raw
+        )
         return pb_utils.InferenceRequest(
             model_name=self.tier,
-            inputs=inputs,
-            requested_output_names=["text_output", "output_log_probs", "input_tokens", "output_tokens"],
+            inputs=[pb_utils.Tensor(name, array) for name, array in arrays.items()],
+            requested_output_names=list(ANSWER_OUTPUTS),
         )
 
 
 _DONE = object()
-# Triton 24.10 hands a decoupled BLS call's error to Python as INTERNAL whatever its code, so a tier's "prompt too
-# long" (INVALID_ARG from llm_router.tier) is also recognised by its message.
-_CONTEXT_REJECTION = re.compile(r"this model's context")
+_ERROR_CODE_NAMES = ("UNKNOWN", "INTERNAL", "NOT_FOUND", "INVALID_ARG", "UNAVAILABLE", "UNSUPPORTED", "ALREADY_EXISTS")
 
 
-def is_input_rejection(error: pb_utils.TritonError) -> bool:
-    """True when a tier refused the request itself (INVALID_ARG, or a prompt above the tier's context)."""
-    return error.code() == pb_utils.TritonError.INVALID_ARG or bool(_CONTEXT_REJECTION.search(error.message()))
+def _code_name(error: pb_utils.TritonError) -> str | None:
+    """The name of an error's code (pb_utils.TritonError exists only once the stub runs the model, not at import)."""
+    codes = pb_utils.TritonError
+    return next((name for name in _ERROR_CODE_NAMES if getattr(codes, name, None) == error.code()), None)
 
 
 def _read_responses(request: TierRequest, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> None:
@@ -164,11 +124,7 @@ def _read_responses(request: TierRequest, queue: asyncio.Queue, loop: asyncio.Ab
     put(_DONE)
 
 
-async def call_tier(
-    request: TierRequest,
-    deadline_s: float,
-    on_delta: Callable[[str, list[float]], bool | None] | None = None,
-) -> TierOutput:
+async def call_tier(request: TierRequest, deadline_s: float, on_delta: OnPiece | None = None) -> TierAnswer:
     """Generate with one tier within `deadline_s`; `on_delta(text, logprobs)` sees each streamed piece.
 
     `on_delta` may return True to abandon the call early (the streaming router's hold-back escalation).
@@ -179,16 +135,11 @@ async def call_tier(
     started = time.monotonic()
     deadline = started + deadline_s
     threading.Thread(target=_read_responses, args=(request, queue, loop), daemon=True).start()
-    pieces: list[str] = []
-    logprobs: list[float] = []
-    input_tokens = output_tokens = 0
+    collector = PieceCollector(request.stream, on_piece=on_delta)
     answered = False  # a response with output tensors arrived (an empty final response carries none)
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TierCallError(f"{request.tier} overran its {deadline_s:.2f}s deadline", status="timeout")
         try:
-            item = await asyncio.wait_for(queue.get(), remaining)
+            item = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise TierCallError(f"{request.tier} overran its {deadline_s:.2f}s deadline", status="timeout") from None
         if item is _DONE:
@@ -201,33 +152,16 @@ async def call_tier(
             raise TierCallError(f"{request.tier} could not be called: {item}")
         if item.has_error():
             error = item.error()
-            raise TierCallError(f"{request.tier} failed: {error.message()}", rejected_input=is_input_rejection(error))
+            rejected = is_input_rejection(_code_name(error), error.message())
+            raise TierCallError(f"{request.tier} failed: {error.message()}", rejected_input=rejected)
         answered = answered or bool(item.output_tensors())
-        text = _first_string(item, "text_output")
-        piece_logprobs_tensor = pb_utils.get_output_tensor_by_name(item, "output_log_probs")
-        piece_logprobs = (
-            [float(x) for x in piece_logprobs_tensor.as_numpy().reshape(-1)]
-            if piece_logprobs_tensor is not None
-            else []
-        )
-        input_tokens = _first_int(item, "input_tokens") or input_tokens
-        if request.stream:
-            pieces.append(text)
-            logprobs.extend(piece_logprobs)
-            output_tokens = _first_int(item, "output_tokens") or output_tokens
-        else:
-            # a non-streaming tier sends the whole text once (a final empty response may follow)
-            if text or piece_logprobs:
-                pieces = [text]
-                logprobs = piece_logprobs
-            output_tokens = _first_int(item, "output_tokens") or output_tokens
-        if on_delta is not None and (text or piece_logprobs) and on_delta(text, piece_logprobs):
-            raise TierCallError(f"{request.tier} abandoned after {len(logprobs)} tokens", status="abandoned")
-    return TierOutput(
-        text="".join(pieces),
-        token_logprobs=logprobs,
-        input_tokens=input_tokens,
-        output_tokens=len(logprobs) if logprobs else output_tokens,
-        latency_ms=(time.monotonic() - started) * 1000,
-        deltas=pieces if request.stream else [],
-    )
+        piece = tier_piece(functools.partial(_output, item))
+        collector.counts(piece.input_tokens, piece.output_tokens)
+        if collector.add(piece.text, piece.logprobs or []):
+            partial = collector.answer()  # what was generated is paid for: its counts go into the trace
+            partial.latency_ms = (time.monotonic() - started) * 1000
+            reason = f"{request.tier} abandoned after {len(collector.logprobs)} tokens"
+            raise TierCallError(reason, status="abandoned", partial=partial)
+    answer = collector.answer()
+    answer.latency_ms = (time.monotonic() - started) * 1000
+    return answer

@@ -1,11 +1,14 @@
 """The router's custom Prometheus metrics (`pb_utils.MetricFamily`), served on Triton's metrics port.
 
-Names are a contract with docker/grafana and docker/prometheus: change them together.
+Names are a contract with docker/grafana and docker/prometheus: change them together. Every label set the policy
+allows for the event counters (escalations, fallbacks, failures) and the cost counters exist from the model's load
+at 0 (`RouterMetrics.create_series`), so rate() and alerts see a series before the first event.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
@@ -40,7 +43,14 @@ class RouterMetrics:
             "cost": pb_utils.MetricFamily("router_cost_usd_total", "Estimated cost of routed requests (USD)", counter),
             "saved": pb_utils.MetricFamily(
                 "router_cost_saved_usd_total",
-                "Estimated cost saved against always using the largest tier",
+                "Estimated cost saved against always using the largest tier, summed over the requests that cost less "
+                "than it (net savings: this minus router_cost_extra_usd_total)",
+                counter,
+            ),
+            "extra": pb_utils.MetricFamily(
+                "router_cost_extra_usd_total",
+                "Estimated cost above always using the largest tier, summed over the requests that cost more than it "
+                "(escalations that ended at the largest tier)",
                 counter,
             ),
             "wasted": pb_utils.MetricFamily(
@@ -69,6 +79,17 @@ class RouterMetrics:
                 self._metrics[key] = metric
             return metric
 
+    def create_series(self, tiers: Sequence[str], fallback_reasons: Sequence[str]) -> None:
+        """Create every series of the event and cost counters at 0: escalations for each (cheaper, larger) tier
+        pair, fallbacks for each tier and reason, failures, cost, saved and extra."""
+        for index, lower in enumerate(tiers):
+            for higher in tiers[index + 1 :]:
+                self._metric("escalations", {"from_tier": lower, "to_tier": higher})
+            for reason in fallback_reasons:
+                self._metric("fallbacks", {"tier": lower, "reason": reason})
+        for family in ("failures", "cost", "saved", "extra"):
+            self._metric(family, {})
+
     def request(self, intent: str, tier: str) -> None:
         self._metric("requests", {"intent": intent, "tier": tier}).increment(1)
 
@@ -81,9 +102,13 @@ class RouterMetrics:
     def failure(self) -> None:
         self._metric("failures", {}).increment(1)
 
-    def cost(self, usd: float, saved_usd: float) -> None:
+    def cost(self, usd: float, saved_usd: float | None) -> None:
+        """A request's cost, and its saving against the largest tier: a negative saving counts as extra cost."""
         self._metric("cost", {}).increment(max(0.0, usd))
-        self._metric("saved", {}).increment(max(0.0, saved_usd))
+        if saved_usd is not None and saved_usd > 0:
+            self._metric("saved", {}).increment(saved_usd)
+        elif saved_usd is not None and saved_usd < 0:
+            self._metric("extra", {}).increment(-saved_usd)
 
     def wasted_tokens(self, tier: str, tokens: int) -> None:
         if tokens > 0:

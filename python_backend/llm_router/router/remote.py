@@ -1,17 +1,19 @@
 """Calls to tiers served outside this Triton server (a policy tier with a `remote:` block, see core.policy.RemoteSpec).
 
-`call_remote_tier` is the remote counterpart of `bls.call_tier`: same TierOutput, same TierCallError statuses
+`call_remote_tier` is the remote counterpart of `bls.call_tier`: same TierAnswer, same TierCallError statuses
 (error | timeout | abandoned), same `on_delta(text, logprobs) -> abandon?` streaming hook, so the router's deadline,
 fallback, cost and confidence handling is the same for local and remote tiers.
 
 - kind `triton`: another Triton server over gRPC (tritonclient.grpc.aio, always the streaming RPC, which serves
   decoupled and plain models alike). The remote model's config is read once per (url, model) and decides the input
   shapes ([1, 1] when max_batch_size > 0, e.g. TensorRT-LLM's `ensemble`), which optional inputs are sent
-  (`return_log_probs`, `stream` only when declared) and which outputs are asked for. Deltas are streamed only when
-  the model is decoupled and declares `stream`.
+  (`return_log_probs`, `stream`, `messages`, `raw` only when declared) and which outputs are asked for. A
+  conversation goes to the model's `messages` input when it declares one, else flattened into `text_input`. Deltas
+  are streamed only when the model is decoupled and declares `stream`. The gRPC channel keeps tritonclient's default
+  arguments and balances round_robin over every address the host name resolves to (`grpc_channel_args`).
 - kind `openai`: an OpenAI-compatible endpoint (aiohttp, a tritonclient[http] dependency) at `<url>/chat/completions`
   or `<url>/completions`, greedy (temperature 0), with log-probs requested and, when streaming, SSE with
-  `stream_options.include_usage`.
+  `stream_options.include_usage`; a conversation is sent as chat messages (api chat) or flattened (api completions).
 
 Token counts: the endpoint's own (`input_tokens`/`output_tokens` outputs, OpenAI `usage`); otherwise output tokens =
 number of log-probs returned; otherwise estimated as ceil(characters / 4) (OpenAI's rule of thumb for English) for
@@ -30,33 +32,37 @@ through `_redact` (the key, and user:password@ or query strings of the URL, are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import math
 import os
-import re
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import numpy as np
 from llm_router.core.policy import RemoteSpec, TierSpec
-from llm_router.router.bls import TierCallError, TierOutput
-
-OnDelta = Callable[[str, list[float]], bool | None]
-CHARS_PER_TOKEN = 4
-_FINAL_FLAG = "triton_final_response"
-_CONTEXT_REJECTION = re.compile(r"context|too long|maximum.*tokens", re.IGNORECASE)
-_TRITON_OUTPUTS = ("text_output", "output_log_probs", "input_tokens", "output_tokens")
+from llm_router.protocol import (
+    ANSWER_OUTPUTS,
+    MESSAGES,
+    RAW,
+    STREAM,
+    TEXT_INPUT,
+    TEXT_OUTPUT,
+    OnPiece,
+    PieceCollector,
+    StreamClosedError,
+    TierAnswer,
+    estimate_tokens,
+    is_input_rejection,
+    stream_results,
+    tier_piece,
+    tier_request_arrays,
+)
+from llm_router.router.conversation import Prompt
+from llm_router.router.errors import TierCallError
 
 _triton_clients: dict[tuple[int, str], Any] = {}
 _triton_configs: dict[tuple[str, str], dict[str, Any]] = {}
 _http_sessions: dict[int, Any] = {}
-
-
-def estimate_tokens(text: str) -> int:
-    """Token count estimated from text (ceil(chars / 4)); used only when the endpoint reports none."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
 
 
 def public_url(url: str) -> str:
@@ -86,6 +92,12 @@ def _redact(message: str, key: str | None, remote: RemoteSpec) -> str:
     return message
 
 
+def _target(spec: TierSpec) -> tuple[RemoteSpec, str]:
+    """A remote tier's remote block and the model to ask it for (the tier's own name unless `model` is set)."""
+    assert spec.remote is not None
+    return spec.remote, spec.remote.model or spec.name
+
+
 def _where(spec: TierSpec) -> str:
     assert spec.remote is not None
     return f"{spec.name} (remote {spec.remote.kind} {public_url(spec.remote.url)})"
@@ -93,12 +105,12 @@ def _where(spec: TierSpec) -> str:
 
 async def call_remote_tier(
     spec: TierSpec,
-    text: str,
+    prompt: Prompt,
     max_tokens: int,
     deadline_s: float,
     stream: bool = False,
-    on_delta: OnDelta | None = None,
-) -> TierOutput:
+    on_delta: OnPiece | None = None,
+) -> TierAnswer:
     """Generate with the remote tier `spec` within `deadline_s`; the remote twin of `bls.call_tier`.
 
     Raises TierCallError(status="timeout" | "error" | "abandoned") with a reason free of secrets.
@@ -111,63 +123,59 @@ async def call_remote_tier(
     try:
         key = api_key(remote)
         call = _call_triton if remote.kind == "triton" else _call_openai
-        output = await asyncio.wait_for(call(spec, text, max_tokens, stream, on_delta, key), timeout=deadline_s)
+        output = await asyncio.wait_for(call(spec, prompt, max_tokens, stream, on_delta, key), timeout=deadline_s)
     except TimeoutError:
         raise TierCallError(f"{_where(spec)} overran its {deadline_s:.2f}s deadline", status="timeout") from None
     except TierCallError as exc:
         reason = exc.reason if exc.reason.startswith(spec.name) else f"{_where(spec)}: {exc.reason}"
+        if exc.partial is not None:
+            exc.partial.latency_ms = (time.monotonic() - started) * 1000
+            exc.partial.input_tokens = exc.partial.input_tokens or estimate_tokens(prompt.flat_text)
         raise TierCallError(
-            _redact(reason, key, remote), status=exc.status, rejected_input=exc.rejected_input
+            _redact(reason, key, remote), status=exc.status, rejected_input=exc.rejected_input, partial=exc.partial
         ) from None
     except Exception as exc:  # noqa: BLE001 - any client failure is this tier's failure (fallback)
         reason = f"{_where(spec)} could not be called: {type(exc).__name__}: {exc}"
         raise TierCallError(_redact(reason, key, remote)) from None
     output.latency_ms = (time.monotonic() - started) * 1000
     if not output.input_tokens:
-        output.input_tokens = estimate_tokens(text)
+        output.input_tokens = estimate_tokens(prompt.flat_text)
     return output
 
 
-class _Collector:
-    """Assembles streamed pieces (or one whole answer) into a TierOutput, filling in missing log-probs."""
+def _collector(spec: TierSpec, stream: bool, on_delta: OnPiece | None) -> PieceCollector:
+    assert spec.remote is not None
+    return PieceCollector(stream, fill_logprob=spec.remote.confidence_when_missing, on_piece=on_delta)
 
-    def __init__(self, spec: TierSpec, stream: bool, on_delta: OnDelta | None) -> None:
-        assert spec.remote is not None
-        self.name = spec.name
-        self.fill = spec.remote.confidence_when_missing
-        self.stream = stream
-        self.on_delta = on_delta
-        self.pieces: list[str] = []
-        self.logprobs: list[float] = []
-        self.input_tokens = 0
-        self.output_tokens = 0
 
-    def add(self, text: str, logprobs: list[float] | None) -> None:
-        """One piece of the answer (the whole answer when not streaming); None = the endpoint sent no log-probs."""
-        if logprobs is None:
-            logprobs = [self.fill] * estimate_tokens(text) if self.fill is not None and text else []
-        if self.stream:
-            self.pieces.append(text)
-            self.logprobs.extend(logprobs)
-        elif text or logprobs:
-            self.pieces, self.logprobs = [text], list(logprobs)
-        if self.on_delta is not None and (text or logprobs) and self.on_delta(text, logprobs):
-            raise TierCallError(f"{self.name} abandoned after {len(self.logprobs)} tokens", status="abandoned")
-
-    def output(self) -> TierOutput:
-        text = "".join(self.pieces)
-        output_tokens = self.output_tokens or len(self.logprobs) or estimate_tokens(text)
-        return TierOutput(
-            text=text,
-            token_logprobs=self.logprobs,
-            input_tokens=self.input_tokens,
-            output_tokens=output_tokens,
-            latency_ms=0.0,
-            deltas=self.pieces if self.stream else [],
-        )
+def _add(collector: PieceCollector, spec: TierSpec, text: str, logprobs: list[float] | None) -> None:
+    if collector.add(text, logprobs):
+        reason = f"{spec.name} abandoned after {len(collector.logprobs)} tokens"
+        raise TierCallError(reason, status="abandoned", partial=collector.answer())
 
 
 # -- kind: triton ------------------------------------------------------------------------------------------------------
+
+
+LB_POLICY_ENV = "ROUTER_GRPC_LB_POLICY"
+
+
+def grpc_channel_args() -> list[tuple[str, Any]]:
+    """tritonclient's default channel arguments (message sizes, keep-alive) plus a load-balancing policy:
+    round_robin spreads calls over every address the name resolves to (a Kubernetes headless Service), where gRPC's
+    default pick_first would pin one pod; ROUTER_GRPC_LB_POLICY overrides it."""
+    from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
+
+    keepalive = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.lb_policy_name", os.environ.get(LB_POLICY_ENV, "round_robin")),
+    ]
 
 
 def _triton_client(url: str) -> Any:
@@ -176,7 +184,8 @@ def _triton_client(url: str) -> Any:
     key = (id(asyncio.get_running_loop()), url)
     client = _triton_clients.get(key)
     if client is None:
-        client = _triton_clients[key] = grpcclient_aio.InferenceServerClient(url)
+        client = grpcclient_aio.InferenceServerClient(url, channel_args=grpc_channel_args())
+        _triton_clients[key] = client
     return client
 
 
@@ -187,26 +196,13 @@ def _np_dtype(data_type: str) -> Any:
     return triton_to_np_dtype("BYTES" if name == "STRING" else name)
 
 
-def _first_text(value: np.ndarray | None) -> str:
-    if value is None or value.size == 0:
-        return ""
-    item = value.reshape(-1)[0]
-    return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
-
-
-def _first_int(value: np.ndarray | None) -> int:
-    return int(value.reshape(-1)[0]) if value is not None and value.size else 0
-
-
 async def _call_triton(
-    spec: TierSpec, text: str, max_tokens: int, stream: bool, on_delta: OnDelta | None, key: str | None
-) -> TierOutput:
+    spec: TierSpec, prompt: Prompt, max_tokens: int, stream: bool, on_delta: OnPiece | None, key: str | None
+) -> TierAnswer:
     import tritonclient.grpc.aio as grpcclient_aio
     from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-    remote = spec.remote
-    assert remote is not None
-    model = remote.model or spec.name
+    remote, model = _target(spec)
     client = _triton_client(remote.url)
     headers = {"authorization": f"Bearer {key}"} if key else None
     config = _triton_configs.get((remote.url, model))
@@ -218,71 +214,47 @@ async def _call_triton(
         _triton_configs[(remote.url, model)] = config
     declared = {item["name"]: item for item in config.get("input", [])}
     outputs = {item["name"] for item in config.get("output", [])}
-    if "text_input" not in declared or "text_output" not in outputs:
+    if TEXT_INPUT not in declared or TEXT_OUTPUT not in outputs:
         raise TierCallError(f"model {model!r} lacks the text_input / text_output interface of a tier")
     decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
-    streaming = stream and decoupled and "stream" in declared
-    shape = [1, 1] if int(config.get("max_batch_size", 0)) > 0 else [1]
-    values: dict[str, Any] = {"text_input": text.encode("utf-8"), "max_tokens": max_tokens}
-    if "return_log_probs" in declared:
-        values["return_log_probs"] = True
-    if "stream" in declared:
-        values["stream"] = streaming
+    streaming = stream and decoupled and STREAM in declared
+    # a conversation goes to the model's own `messages` input when it declares one, else as one flattened prompt
+    conversation = prompt.messages if MESSAGES in declared else None
+    text = "" if conversation is not None else prompt.flat_text
+    raw = prompt.raw and RAW in declared
+    batched = int(config.get("max_batch_size", 0)) > 0
+    arrays = tier_request_arrays(text, max_tokens, streaming, batched, messages=conversation, raw=raw)
     inputs = []
-    for name, value in values.items():
-        if name not in declared:
+    for name, array in arrays.items():
+        if name not in declared:  # only the optional inputs the model declares, in the types it declares
             continue
-        dtype = _np_dtype(declared[name]["data_type"])
-        array = np.array([value], dtype=dtype).reshape(shape)
-        tensor = grpcclient_aio.InferInput(name, shape, np_to_triton_dtype(array.dtype))
-        tensor.set_data_from_numpy(array)
+        typed = array.astype(_np_dtype(declared[name]["data_type"]))
+        tensor = grpcclient_aio.InferInput(name, list(typed.shape), np_to_triton_dtype(typed.dtype))
+        tensor.set_data_from_numpy(typed)
         inputs.append(tensor)
-    requested = [grpcclient_aio.InferRequestedOutput(n) for n in _TRITON_OUTPUTS if n in outputs]
-    done = asyncio.Event()
-
-    async def requests() -> AsyncIterator[dict[str, Any]]:
-        yield {
-            "model_name": model,
-            "inputs": inputs,
-            "outputs": requested,
-            "parameters": {"triton_enable_empty_final_response": True},
-        }
-        await done.wait()  # our side of the stream stays open until the final response
-
-    collector = _Collector(spec, streaming, on_delta)
-    responses = client.stream_infer(requests(), headers=headers)
+    request = {
+        "model_name": model,
+        "inputs": inputs,
+        "outputs": [grpcclient_aio.InferRequestedOutput(n) for n in ANSWER_OUTPUTS if n in outputs],
+    }
+    collector = _collector(spec, streaming, on_delta)
+    results = stream_results(client, request, decoupled=decoupled, headers=headers)
     try:
-        async for result, error in responses:
-            if error is not None:
-                _triton_configs.pop((remote.url, model), None)  # the model may have changed: re-read its config
-                message = error.message() if hasattr(error, "message") else str(error)
-                status = error.status() if hasattr(error, "status") else None
-                raise TierCallError(
-                    f"failed: {message}",
-                    rejected_input=status == "StatusCode.INVALID_ARGUMENT"
-                    or bool(re.search(r"this model's context", message)),
-                )
-            response = result.get_response()
-            if response.outputs:
-                logprobs = result.as_numpy("output_log_probs") if "output_log_probs" in outputs else None
-                collector.add(
-                    _first_text(result.as_numpy("text_output")),
-                    [float(x) for x in logprobs.reshape(-1)] if logprobs is not None else None,
-                )
-                collector.input_tokens = _first_int(result.as_numpy("input_tokens")) or collector.input_tokens
-                reported = _first_int(result.as_numpy("output_tokens"))
-                collector.output_tokens = reported or collector.output_tokens
-            params = response.parameters
-            if (_FINAL_FLAG in params and params[_FINAL_FLAG].bool_param) or not decoupled:
-                break
-        else:
-            raise TierCallError("the stream closed before the final response")
-    finally:
-        done.set()
-        responses.cancel()  # nothing more is read: a timed-out or abandoned generation is cancelled remotely
-    if collector.logprobs and collector.output_tokens < len(collector.logprobs):
-        collector.output_tokens = len(collector.logprobs)
-    return collector.output()
+        async with contextlib.aclosing(results):
+            async for result in results:
+                if not result.get_response().outputs:
+                    continue
+                # an output the model does not declare is not asked for, so it reads as absent
+                piece = tier_piece(result.as_numpy)
+                collector.counts(piece.input_tokens, piece.output_tokens)
+                _add(collector, spec, piece.text, piece.logprobs)
+    except InferenceServerException as exc:
+        _triton_configs.pop((remote.url, model), None)  # the model may have changed: re-read its config
+        message = exc.message() or str(exc)
+        raise TierCallError(f"failed: {message}", rejected_input=is_input_rejection(exc.status(), message)) from None
+    except StreamClosedError:
+        raise TierCallError("the stream closed before the final response") from None
+    return collector.answer()
 
 
 # -- kind: openai ------------------------------------------------------------------------------------------------------
@@ -298,13 +270,21 @@ def _http_session() -> Any:
     return session
 
 
-def openai_request_body(remote: RemoteSpec, model: str, text: str, max_tokens: int, stream: bool) -> dict[str, Any]:
-    """The JSON body for /chat/completions (api chat) or /completions (api completions), log-probs requested."""
+def openai_request_body(
+    remote: RemoteSpec, model: str, prompt: Prompt | str, max_tokens: int, stream: bool
+) -> dict[str, Any]:
+    """The JSON body for /chat/completions (api chat: the conversation's messages, or the prompt as one user
+    message) or /completions (api completions: the prompt, a conversation flattened), log-probs requested."""
+    prompt = Prompt(prompt) if isinstance(prompt, str) else prompt
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": stream}
     if remote.api == "chat":
-        body.update(messages=[{"role": "user", "content": text}], logprobs=True)
+        if prompt.conversation is not None:
+            messages = [dict(m) for m in prompt.conversation.messages]
+        else:
+            messages = [{"role": "user", "content": prompt.text}]
+        body.update(messages=messages, logprobs=True)
     else:
-        body.update(prompt=text, logprobs=1)
+        body.update(prompt=prompt.flat_text, logprobs=1)
     if stream:
         body["stream_options"] = {"include_usage": True}
     return body
@@ -331,17 +311,15 @@ def _error_message(payload: Any, fallback: str) -> str:
 
 
 async def _call_openai(
-    spec: TierSpec, text: str, max_tokens: int, stream: bool, on_delta: OnDelta | None, key: str | None
-) -> TierOutput:
-    remote = spec.remote
-    assert remote is not None
-    model = remote.model or spec.name
+    spec: TierSpec, prompt: Prompt, max_tokens: int, stream: bool, on_delta: OnPiece | None, key: str | None
+) -> TierAnswer:
+    remote, model = _target(spec)
     path = "/chat/completions" if remote.api == "chat" else "/completions"
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    body = openai_request_body(remote, model, text, max_tokens, stream)
-    collector = _Collector(spec, stream, on_delta)
+    body = openai_request_body(remote, model, prompt, max_tokens, stream)
+    collector = _collector(spec, stream, on_delta)
     async with _http_session().post(remote.url.rstrip("/") + path, json=body, headers=headers) as response:
         if response.status != 200:
             raw = await response.text()
@@ -351,16 +329,16 @@ async def _call_openai(
                 message = raw[:300]
             raise TierCallError(
                 f"HTTP {response.status}: {message}",
-                rejected_input=response.status == 400 and bool(_CONTEXT_REJECTION.search(message)),
+                rejected_input=is_input_rejection(str(response.status), message),
             )
         if not stream:
             payload = await response.json(content_type=None)
             choices = payload.get("choices") or []
             if not choices:
                 raise TierCallError(_error_message(payload, "the response has no choices"))
-            collector.add(*openai_choice_piece(choices[0], remote.api, streamed=False))
+            _add(collector, spec, *openai_choice_piece(choices[0], remote.api, streamed=False))
             _usage(collector, payload.get("usage"))
-            return collector.output()
+            return collector.answer()
         finished = False
         async for raw_line in response.content:
             line = raw_line.decode("utf-8", errors="replace").strip()
@@ -377,14 +355,12 @@ async def _call_openai(
             for choice in chunk.get("choices") or []:
                 if choice.get("index", 0) == 0:
                     piece, logprobs = openai_choice_piece(choice, remote.api, streamed=True)
-                    if piece or logprobs:
-                        collector.add(piece, logprobs)
+                    _add(collector, spec, piece, logprobs)
         if not finished:
             raise TierCallError("the event stream closed before [DONE]")
-    return collector.output()
+    return collector.answer()
 
 
-def _usage(collector: _Collector, usage: Any) -> None:
+def _usage(collector: PieceCollector, usage: Any) -> None:
     if isinstance(usage, dict):
-        collector.input_tokens = int(usage.get("prompt_tokens") or collector.input_tokens)
-        collector.output_tokens = int(usage.get("completion_tokens") or collector.output_tokens)
+        collector.counts(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))

@@ -11,20 +11,33 @@ Semantics (documented in the tier README section of the model configs):
 - Generation stops at `max_tokens`, at an end token (`end_id`, default the generation config's eos ids; the end token
   is not part of the output, its text or its log-probs), at a stop word (matched on the decoded text; the text is cut
   before it, but the tokens generated up to it are counted) or when the caller cancels.
-- Several requests can be generated as one batch (left padding); rows leave the batch as they finish.
+- Prompts: a tier whose tokenizer has a chat template (llm_router.tier.chat) templates a conversation, and a plain
+  text as one user message; `raw` text, and any text for a model without a template, is tokenized as it is.
+- Several requests are generated as one batch (`DecodeBatch`): each row's KV cache is left-padded to the batch's
+  length, with its own attention mask and position ids, so rows join (after their own prefill) and leave at any step
+  and a row's tokens do not depend on the others beyond float noise. `InflightScheduler` runs one such batch on a
+  thread and lets requests join it at the next step (in-flight / continuous batching).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from llm_router.protocol import context_rejection
+from llm_router.tier.chat import ChatInputError, ChatTemplate, parse_messages, plain_conversation
+
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
+log = logging.getLogger(__name__)
 
 
 class GenerationInputError(ValueError):
@@ -106,6 +119,12 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     logits = logits.astype(np.float32, copy=False)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def log_normalizers(logits: np.ndarray) -> np.ndarray:
+    """logsumexp of each row of [B, V] logits (float32): a token's log-prob is its logit minus its row's value."""
+    top = logits.max(axis=-1, keepdims=True)
+    return top[..., 0] + np.log(np.exp(logits - top).sum(axis=-1))
 
 
 def choose_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> tuple[int, float]:
@@ -225,9 +244,30 @@ class OrtDecoder:
         present = dict(zip(self.past_names, outputs[1:], strict=True))
         return outputs[0][:, -1, :].astype(np.float32, copy=False), present
 
-    def select_rows(self, past: dict, rows: np.ndarray) -> dict:
-        """The KV cache of some batch rows only (when others have finished)."""
-        return {name: value[rows] for name, value in past.items()}
+    # KV cache surgery when rows join or leave the batch; the cache is [batch, kv_heads, length, head_dim].
+    def to_host(self, value: Any) -> np.ndarray:
+        return value
+
+    def from_host(self, array: np.ndarray) -> Any:
+        return array
+
+    def select_rows(self, past: dict, rows: np.ndarray, start: int = 0) -> dict:
+        """The KV cache of some batch rows only, without its first `start` positions (padding no row needs)."""
+        return {
+            name: self.from_host(np.ascontiguousarray(self.to_host(value)[rows, :, start:]))
+            for name, value in past.items()
+        }
+
+    def join(self, first: dict, second: dict, length: int) -> dict:
+        """Stack two KV caches along the batch axis, each left-padded with zeros to `length` positions."""
+        joined = {}
+        for name in self.past_names:
+            a, b = self.to_host(first[name]), self.to_host(second[name])
+            out = np.zeros((a.shape[0] + b.shape[0], a.shape[1], length, a.shape[3]), dtype=a.dtype)
+            out[: a.shape[0], :, length - a.shape[2] :] = a
+            out[a.shape[0] :, :, length - b.shape[2] :] = b
+            joined[name] = self.from_host(out)
+        return joined
 
 
 class CudaIoBindingDecoder(OrtDecoder):
@@ -266,9 +306,12 @@ class CudaIoBindingDecoder(OrtDecoder):
         logits = outputs[0].numpy()[:, -1, :].astype(np.float32, copy=False)
         return logits, dict(zip(self.past_names, outputs[1:], strict=True))
 
-    def select_rows(self, past, rows):
-        # Rare (a row finished early): round-trip through the host.
-        return {name: self._on_device(np.ascontiguousarray(value.numpy()[rows])) for name, value in past.items()}
+    # Rows join or leave at most once per request: the cache makes a round trip through the host then.
+    def to_host(self, value: Any) -> np.ndarray:
+        return value.numpy()
+
+    def from_host(self, array: np.ndarray) -> Any:
+        return self._on_device(np.ascontiguousarray(array))
 
 
 @dataclass(frozen=True)
@@ -294,7 +337,7 @@ class ModelInfo:
 
 
 class Generator:
-    """Tokenizer + ONNX decoder of one exported tier directory (`model_repository/<tier>/1/model/`)."""
+    """Tokenizer + chat template + ONNX decoder of one exported tier directory (`model_repository/<tier>/1/model/`)."""
 
     def __init__(
         self,
@@ -304,6 +347,7 @@ class Generator:
         intra_op_threads: int = 1,
         device_id: int = 0,
         max_tokens_limit: int | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         from tokenizers import Tokenizer
 
@@ -314,38 +358,96 @@ class Generator:
                 f"{model_path} not found; build the tier with `router-build-tiny-tiers` or `router-export-tier`"
             )
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.chat_template = ChatTemplate.load(model_dir)
         self.info = ModelInfo.read(model_dir)
         if provider == CUDA_PROVIDER and io_binding:
             self.decoder: OrtDecoder = CudaIoBindingDecoder(model_path, device_id, intra_op_threads)
         else:
             self.decoder = OrtDecoder(model_path, provider, intra_op_threads)
         self.max_tokens_limit = min(max_tokens_limit or self.info.context_length, self.info.context_length)
+        head = self.template_head() if prefix_cache else ()
+        self.prefix_cache: PrefixCache | None = PrefixCache(self.decoder, head) if len(head) >= 2 else None
+
+    def template_head(self) -> tuple[int, ...]:
+        """Token ids every templated one-user-message prompt starts with (e.g. a template's default system prompt)."""
+        if self.chat_template is None:
+            return ()
+        first, second = (self.encode_chat([{"role": "user", "content": word}]) for word in ("Hello", "Bye"))
+        shared = next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
+        return tuple(first[:shared])
 
     # -- text ---------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
+        """Raw text -> ids, with the tokenizer's own special tokens (BOS where it adds one)."""
         return self.tokenizer.encode(text, add_special_tokens=True).ids
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def prepare(self, text: str, params: SamplingParams) -> list[int]:
-        """Tokenize and check a prompt against the context; raises GenerationInputError."""
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        """The templated prompt of a validated conversation (the model must have a chat template)."""
+        if self.chat_template is None:
+            raise GenerationInputError("this model has no chat template")
+        try:
+            return self.chat_template.render(messages, add_generation_prompt=True)
+        except ChatInputError as exc:
+            raise GenerationInputError(str(exc)) from None
+
+    def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+        """A conversation -> ids carrying exactly the template's special tokens (no second BOS)."""
+        return self.tokenizer.encode(self.render_chat(messages), add_special_tokens=False).ids
+
+    def prompt_ids(self, text: str | None = None, messages: str | list | None = None, raw: bool = False) -> list[int]:
+        """Token ids of a request's prompt: `text` (one user message when templated) or `messages` (a JSON list).
+
+        A model with a chat template templates both unless `raw`; one without a template tokenizes `text` as it is
+        and a conversation as plain text (`plain_conversation`).
+        """
+        if messages is not None:
+            if text:
+                raise GenerationInputError(
+                    "send either text_input or messages, not both (leave text_input empty when sending messages)"
+                )
+            if raw:
+                raise GenerationInputError(
+                    "raw applies to text_input only; send the conversation without raw, or one raw text in text_input"
+                )
+            try:
+                conversation = parse_messages(messages) if isinstance(messages, str) else messages
+            except ChatInputError as exc:
+                raise GenerationInputError(str(exc)) from None
+            if self.chat_template is None:
+                return self.encode(plain_conversation(conversation))
+            return self.encode_chat(conversation)
+        if text is None or not text.strip():
+            raise GenerationInputError("input 'text_input' is empty; send a non-empty prompt (or messages)")
+        if raw or self.chat_template is None:
+            return self.encode(text)
+        return self.encode_chat([{"role": "user", "content": text}])
+
+    def prepare(
+        self, text: str | None, params: SamplingParams, *, messages: str | list | None = None, raw: bool = False
+    ) -> list[int]:
+        """Tokenize (and template) a prompt and check it against the context; raises GenerationInputError."""
         params.validate(self.max_tokens_limit)
-        ids = self.encode(text)
+        ids = self.prompt_ids(text, messages, raw)
         context = self.info.context_length
         if len(ids) >= context:
-            raise GenerationInputError(f"prompt is {len(ids)} tokens long; this model's context is {context} tokens")
+            raise GenerationInputError(context_rejection(len(ids), context) + self._counted(raw))
         if len(ids) + params.max_tokens > context:
-            raise GenerationInputError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceed this model's context of "
-                f"{context} tokens; lower max_tokens to at most {context - len(ids)}"
-            )
+            raise GenerationInputError(context_rejection(len(ids), context, params.max_tokens) + self._counted(raw))
         return ids
 
+    def _counted(self, raw: bool) -> str:
+        """Says that a rejected prompt was counted after templating."""
+        return " (counted with the chat template applied)" if self.chat_template is not None and not raw else ""
+
     # -- generation ---------------------------------------------------------------------------------
-    def generate(self, text: str, params: SamplingParams) -> GenerationResult:
+    def generate(
+        self, text: str | None, params: SamplingParams, *, messages: str | list | None = None, raw: bool = False
+    ) -> GenerationResult:
         """Generate for one prompt (no streaming)."""
-        ids = self.prepare(text, params)
+        ids = self.prepare(text, params, messages=messages, raw=raw)
         tokens: list[int] = []
         logprobs: list[float] = []
         pieces: list[str] = []
@@ -361,54 +463,318 @@ class Generator:
 
     def generate_batch(self, requests: Sequence[GenerationRequest]) -> Iterator[TokenEvent]:
         """Generate for several prompts at once; yields one event per row per step, then each row's final event."""
-        count = len(requests)
-        if count == 0:
-            return
+        batch = DecodeBatch(self)
+        events = batch.admit(requests, keys=range(len(requests)))
+        while True:
+            for index, event in events:
+                event.index = index
+                yield event
+            if not len(batch):
+                return
+            events = batch.step()
+
+
+class PrefixCache:
+    """The KV cache of one token prefix that many prompts share (a chat template's head), computed once.
+
+    A prompt that starts with the prefix (compared token by token, so a tokenization that merges across its end is
+    simply not a hit) is prefilled from its first token after it; the prefix's keys and values do not depend on what
+    follows (causal attention). Kept on the host; tiled to the batch for each prefill.
+    """
+
+    def __init__(self, decoder: OrtDecoder, ids: Sequence[int]) -> None:
+        self.decoder = decoder
+        self.ids = tuple(ids)
+        self._host: dict[str, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def matches(self, prompt_ids: Sequence[int]) -> bool:
+        """Whether the prompt starts with the prefix and has at least one token after it (to feed the model)."""
+        return len(prompt_ids) > len(self.ids) and tuple(prompt_ids[: len(self.ids)]) == self.ids
+
+    def past(self, batch: int) -> dict:
+        """The prefix's KV cache repeated for `batch` rows, as the decoder takes it."""
+        with self._lock:
+            if self._host is None:
+                ids = np.array([self.ids], dtype=np.int64)
+                ones = np.ones_like(ids)
+                positions = np.arange(len(self.ids), dtype=np.int64)[None]
+                _, present = self.decoder.step(ids, ones, positions, self.decoder.empty_past(1))
+                self._host = {name: self.decoder.to_host(value) for name, value in present.items()}
+        return {name: self.decoder.from_host(np.repeat(value, batch, axis=0)) for name, value in self._host.items()}
+
+
+@dataclass
+class _Row:
+    """One request in a DecodeBatch."""
+
+    key: Any  # the caller's handle, handed back with each event
+    request: GenerationRequest
+    assembler: TextAssembler
+    rng: np.random.Generator
+    end_ids: frozenset[int]
+    position: int  # position id of the next token fed to the model
+    produced: int = 0
+    next_token: int = 0
+
+
+class DecodeBatch:
+    """Rows generated together: a KV cache left-padded to one length, an attention mask and a position per row.
+
+    `admit` prefills new requests (together, left-padded) and appends the unfinished ones to the batch; `step` feeds
+    every row its last token. Rows that finish leave at once, and cache columns no remaining row attends to are cut.
+    Both yield (key, TokenEvent) as tokens are chosen; `event.index` is left at 0 (the caller's key names the row).
+    """
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+        self.decoder = generator.decoder
+        self.rows: list[_Row] = []
+        self.past: dict | None = None
+        self.attention = np.zeros((0, 0), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def keys(self) -> list[Any]:
+        return [row.key for row in self.rows]
+
+    def admit(self, requests: Sequence[GenerationRequest], keys: Sequence[Any]) -> Iterator[tuple[Any, TokenEvent]]:
+        """Prefill `requests` and yield their first tokens; those not finished join the batch.
+
+        All of them are prefilled in one left-padded call, except that prompts starting with the generator's cached
+        prefix are prefilled (together) from after it, in a second call.
+        """
+        cache = self.generator.prefix_cache
+        hits = [cache is not None and cache.matches(r.prompt_ids) for r in requests]
+        for hit in (True, False):
+            group = [i for i, h in enumerate(hits) if h is hit]
+            if group:
+                yield from self._prefill([requests[i] for i in group], [keys[i] for i in group], cache if hit else None)
+
+    def _prefill(
+        self, requests: Sequence[GenerationRequest], keys: Sequence[Any], prefix: PrefixCache | None
+    ) -> Iterator[tuple[Any, TokenEvent]]:
+        """One prefill call for `requests` (after `prefix`, which they all start with), then as `admit`."""
+        info = self.generator.info
+        skip = len(prefix) if prefix is not None else 0
         lengths = [len(r.prompt_ids) for r in requests]
-        width = max(lengths)
-        pad = self.info.pad_id
-        input_ids = np.full((count, width), pad, dtype=np.int64)
-        attention = np.zeros((count, width), dtype=np.int64)
+        width = max(lengths) - skip
+        input_ids = np.full((len(requests), width), info.pad_id, dtype=np.int64)
+        # the cache columns are [prefix | left padding | the row's own tokens]: a row attends to its prefix and tokens
+        attention = np.zeros((len(requests), skip + width), dtype=np.int64)
+        attention[:, :skip] = 1
         for row, request in enumerate(requests):
-            input_ids[row, width - lengths[row] :] = request.prompt_ids
-            attention[row, width - lengths[row] :] = 1
-        positions = np.clip(np.cumsum(attention, axis=1) - 1, 0, None)
-        past = self.decoder.empty_past(count)
-        rows = np.arange(count)  # batch row -> request index, for the rows still generating
-        assemblers = [TextAssembler(self.decode, r.params.stop_words) for r in requests]
-        rngs = [np.random.default_rng(r.params.random_seed) for r in requests]
-        end_ids = [r.params.end_ids if r.params.end_ids is not None else self.info.eos_ids for r in requests]
-        produced = [0] * count
-        while rows.size:
-            logits, past = self.decoder.step(input_ids, attention, positions, past)
-            next_ids = np.full((rows.size, 1), pad, dtype=np.int64)
-            keep: list[int] = []
-            for batch_row, index in enumerate(rows.tolist()):
-                request = requests[index]
-                if request.is_cancelled():
-                    yield TokenEvent(index, None, None, "", finished=True, finish_reason="cancelled")
-                    continue
-                token, logprob = choose_token(logits[batch_row], request.params, rngs[index])
-                if token in end_ids[index]:
-                    yield TokenEvent(index, None, None, assemblers[index].flush(), True, "stop")
-                    continue
-                produced[index] += 1
-                delta = assemblers[index].add(token)
-                if assemblers[index].stopped:
-                    yield TokenEvent(index, token, logprob, delta + assemblers[index].flush(), True, "stop")
-                elif produced[index] >= request.params.max_tokens:
-                    yield TokenEvent(index, token, logprob, delta + assemblers[index].flush(), True, "length")
-                else:
-                    yield TokenEvent(index, token, logprob, delta)
-                    next_ids[batch_row, 0] = token
-                    keep.append(batch_row)
-            if len(keep) < rows.size:
-                if not keep:
+            fed = lengths[row] - skip
+            input_ids[row, width - fed :] = request.prompt_ids[skip:]
+            attention[row, skip + width - fed :] = 1
+        positions = np.clip(np.cumsum(attention, axis=1) - 1, 0, None)[:, skip:]
+        past = prefix.past(len(requests)) if prefix is not None else self.decoder.empty_past(len(requests))
+        logits, present = self.decoder.step(input_ids, attention, positions, past)
+        rows = [
+            _Row(
+                key,
+                request,
+                TextAssembler(self.generator.decode, request.params.stop_words),
+                np.random.default_rng(request.params.random_seed),
+                request.params.end_ids if request.params.end_ids is not None else info.eos_ids,
+                position=length,
+            )
+            for key, request, length in zip(keys, requests, lengths, strict=True)
+        ]
+        keep = yield from self._choose(rows, logits)
+        if not keep:
+            return
+        selected = np.array(keep)
+        attention = attention[selected]
+        start = _first_used_column(attention)
+        present = self.decoder.select_rows(present, selected, start) if len(keep) < len(rows) or start else present
+        attention = attention[:, start:]
+        rows = [rows[i] for i in keep]
+        if not self.rows:
+            self.rows, self.past, self.attention = rows, present, attention
+            return
+        length = max(self.attention.shape[1], attention.shape[1])
+        self.past = self.decoder.join(self.past, present, length)
+        joined = np.zeros((len(self.rows) + len(rows), length), dtype=np.int64)
+        joined[: len(self.rows), length - self.attention.shape[1] :] = self.attention
+        joined[len(self.rows) :, length - attention.shape[1] :] = attention
+        self.rows, self.attention = self.rows + rows, joined
+
+    def step(self) -> Iterator[tuple[Any, TokenEvent]]:
+        """One decode step for every row; yields each row's event."""
+        if not self.rows:
+            return
+        input_ids = np.array([[row.next_token] for row in self.rows], dtype=np.int64)
+        positions = np.array([[row.position] for row in self.rows], dtype=np.int64)
+        attention = np.concatenate([self.attention, np.ones((len(self.rows), 1), dtype=np.int64)], axis=1)
+        logits, self.past = self.decoder.step(input_ids, attention, positions, self.past)
+        self.attention = attention
+        for row in self.rows:
+            row.position += 1
+        keep = yield from self._choose(self.rows, logits)
+        if len(keep) == len(self.rows):
+            return
+        if not keep:
+            self.rows, self.past, self.attention = [], None, np.zeros((0, 0), dtype=np.int64)
+            return
+        selected = np.array(keep)
+        attention = self.attention[selected]
+        start = _first_used_column(attention)
+        self.past = self.decoder.select_rows(self.past, selected, start)
+        self.attention = attention[:, start:]
+        self.rows = [self.rows[i] for i in keep]
+
+    def _choose(self, rows: list[_Row], logits: np.ndarray) -> Iterator[tuple[Any, TokenEvent]]:
+        """Pick each row's token and yield its event; returns the indexes (into rows) of the rows that go on."""
+        # greedy rows (the usual case) need the arg-max and one normaliser per row, not a whole log_softmax
+        normalizers = log_normalizers(logits)
+        greedy_tokens = logits.argmax(axis=-1)
+        keep: list[int] = []
+        for index, row in enumerate(rows):
+            request = row.request
+            if request.is_cancelled():
+                yield row.key, TokenEvent(0, None, None, "", finished=True, finish_reason="cancelled")
+                continue
+            if request.params.greedy:
+                token = int(greedy_tokens[index])
+                logprob = float(logits[index, token] - normalizers[index])
+            else:
+                token, logprob = choose_token(logits[index], request.params, row.rng)
+            if token in row.end_ids:
+                yield row.key, TokenEvent(0, None, None, row.assembler.flush(), True, "stop")
+                continue
+            row.produced += 1
+            delta = row.assembler.add(token)
+            if row.assembler.stopped:
+                yield row.key, TokenEvent(0, token, logprob, delta + row.assembler.flush(), True, "stop")
+            elif row.produced >= request.params.max_tokens:
+                yield row.key, TokenEvent(0, token, logprob, delta + row.assembler.flush(), True, "length")
+            else:
+                yield row.key, TokenEvent(0, token, logprob, delta)
+                row.next_token = token
+                keep.append(index)
+        return keep
+
+
+def _first_used_column(attention: np.ndarray) -> int:
+    """The first cache position some row attends to (the columns before it are padding for every row)."""
+    used = attention.any(axis=0)
+    return int(np.argmax(used)) if used.any() else attention.shape[1]
+
+
+class SchedulerStopped(RuntimeError):
+    """The scheduler was stopped before the request finished (the tier is unloading)."""
+
+
+@dataclass(eq=False)  # compared by identity
+class _Entry:
+    request: GenerationRequest
+    on_event: Callable[[TokenEvent], None]
+    on_error: Callable[[BaseException], None]
+    done: bool = False
+    broken: bool = False  # on_event raised: the caller can no longer be answered, so the row is dropped
+
+
+class InflightScheduler:
+    """In-flight (continuous) batching on one decode thread, as TensorRT-LLM's in-flight batcher and vLLM do.
+
+    `submit` queues a prepared request; before each decode step the thread prefills the requests waiting (up to
+    `max_rows` rows in all) and adds them to the running batch, so a request arriving mid-generation starts at the
+    next step instead of waiting for the batch to finish. Events go to the request's `on_event` on the decode thread;
+    a request cancelled while waiting is answered without being prefilled. A failed step fails every request in the
+    batch through `on_error` and the thread goes on with the next ones.
+    """
+
+    def __init__(self, generator: Generator, max_rows: int = 8, name: str = "tier") -> None:
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        self.generator = generator
+        self.max_rows = max_rows
+        self._waiting: deque[_Entry] = deque()
+        self._condition = threading.Condition()
+        self._stopping = False
+        self._batch = DecodeBatch(generator)
+        self._thread = threading.Thread(target=self._run, name=f"{name}-decode", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        on_event: Callable[[TokenEvent], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        """Queue a request (its prompt already checked against the context); raises SchedulerStopped when stopped."""
+        entry = _Entry(request, on_event, on_error)
+        cancelled = request.is_cancelled
+        entry.request = GenerationRequest(
+            request.prompt_ids, request.params, is_cancelled=lambda: entry.broken or cancelled()
+        )
+        with self._condition:
+            if self._stopping:
+                raise SchedulerStopped("the scheduler is stopped")
+            self._waiting.append(entry)
+            self._condition.notify()
+
+    @property
+    def active_rows(self) -> int:
+        return len(self._batch)
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop after the current step; requests not finished get on_error(SchedulerStopped)."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+        self._thread.join(timeout_s)
+
+    def _deliver(self, entry: _Entry, event: TokenEvent) -> None:
+        if event.finished:
+            entry.done = True
+        try:
+            entry.on_event(event)
+        except Exception:  # noqa: BLE001 - one caller's failure must not stop the others' generation
+            log.exception("delivering a token event failed; dropping that request")
+            entry.broken = True
+
+    def _fail(self, entries: Sequence[_Entry], exc: BaseException) -> None:
+        for entry in entries:
+            if not entry.done:
+                entry.done = True
+                try:
+                    entry.on_error(exc)
+                except Exception:  # noqa: BLE001
+                    log.exception("reporting a generation error failed")
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._stopping and not self._waiting and not len(self._batch):
+                    self._condition.wait()
+                if self._stopping:
                     break
-                selected = np.array(keep)
-                rows, next_ids = rows[selected], next_ids[selected]
-                attention, positions = attention[selected], positions[selected]
-                past = self.decoder.select_rows(past, selected)
-            input_ids = next_ids
-            attention = np.concatenate([attention, np.ones((rows.size, 1), dtype=np.int64)], axis=1)
-            positions = positions[:, -1:] + 1
+                # a request cancelled while it waits for a row is answered now, not when a row frees
+                cancelled = [entry for entry in self._waiting if entry.request.is_cancelled()]
+                if cancelled:
+                    self._waiting = deque(entry for entry in self._waiting if entry not in cancelled)
+                room = self.max_rows - len(self._batch)
+                starting = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+            try:
+                for entry in cancelled:
+                    self._deliver(entry, TokenEvent(0, None, None, "", finished=True, finish_reason="cancelled"))
+                if starting:
+                    for entry, event in self._batch.admit([e.request for e in starting], keys=starting):
+                        self._deliver(entry, event)
+                for entry, event in self._batch.step():
+                    self._deliver(entry, event)
+            except Exception as exc:  # noqa: BLE001 - answer every request of the failed batch, keep serving
+                log.exception("generation step failed")
+                self._fail([*starting, *self._batch.keys], exc)
+                self._batch = DecodeBatch(self.generator)
+        with self._condition:
+            left = [*self._batch.keys, *self._waiting]
+            self._waiting.clear()
+        self._fail(left, SchedulerStopped("the tier is shutting down"))

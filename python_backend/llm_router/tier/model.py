@@ -2,32 +2,48 @@
 
 Interface (TensorRT-LLM `tensorrt_llm_bls` names; max_batch_size > 0, so every tensor has a leading batch dim and
 each request carries ONE prompt, shape [1, 1]):
-  inputs  text_input BYTES [1], max_tokens INT32 [1], optional temperature FP32 [1], top_p FP32 [1], top_k INT32 [1],
-          random_seed UINT64 [1], stop_words BYTES [-1], end_id INT32 [1], return_log_probs BOOL [1], stream BOOL [1]
+  inputs  text_input BYTES [1], max_tokens INT32 [1], optional messages BYTES [1], raw BOOL [1], temperature FP32 [1],
+          top_p FP32 [1], top_k INT32 [1], random_seed UINT64 [1], stop_words BYTES [-1], end_id INT32 [1],
+          return_log_probs BOOL [1], stream BOOL [1]
   outputs text_output BYTES [-1] (batch, beam=1), output_log_probs FP32 [-1, -1] (batch, beam=1, tokens),
           cum_log_probs FP32 [-1] (batch, beam=1), input_tokens INT32 [1], output_tokens INT32 [1]
 Decoupled: `stream` false -> exactly one response (whole text) with the FINAL flag; `stream` true -> one response
 per text delta (its tokens' log-probs, running counts) and the FINAL flag on the last one. Errors: one error response
 with the FINAL flag (INVALID_ARG for bad input). A cancelled request stops generating and gets CANCELLED + FINAL.
 
+Prompts and chat templates (llm_router.tier.chat): `messages` holds an OpenAI-style conversation as one JSON string
+(`[{"role": "system"|"developer"|"user"|"assistant"|"tool", "content": "..." or [{"type": "text", "text": "..."}]}]`)
+and `text_input` is then sent empty. A tier whose tokenizer has a chat template renders the conversation with it, and
+a plain `text_input` as one user message; `raw` true sends `text_input` untouched. A tier without a template takes
+`text_input` as it is (and a conversation only if it is one user message). `input_tokens` counts the templated prompt.
+`end_id` -1 never matches: the tier generates `max_tokens` tokens (TensorRT-LLM benchmarks' ignore_eos).
+
 Differences from TensorRT-LLM's tensorrt_llm_bls (all_models/inflight_batcher_llm/tensorrt_llm_bls/config.pbtxt):
-extra outputs input_tokens / output_tokens (token counts for cost); no bad_words, pad_id, penalties, beam_width,
+extra inputs messages / raw (a conversation, and opting out of the chat template); extra outputs input_tokens /
+output_tokens (token counts for cost); no bad_words, pad_id, penalties, beam_width,
 context/generation logits, prompt tables or draft models; return_log_probs has no `reshape: { shape: [ ] }` (the
 model accepts [1] or [1, 1]); greedy unless temperature > 0 (TRT-LLM: top_k 0 and top_p 0 mean greedy; here top_p must
 be in (0, 1] and top_k 0 means no limit); stop words are matched on the decoded text and cut from text_output (OpenAI
 `stop` semantics); text_output never contains the prompt; log-probs are of the raw model distribution.
 
 Config parameters: model_dir (default "model"), execution_provider (CPUExecutionProvider | CUDAExecutionProvider),
-io_binding (true: KV cache stays on the GPU), intra_op_thread_count, generation_threads (requests or batches
-generated at the same time per instance), batching (true: the requests of one execute() call, gathered by the
-dynamic batcher, are generated as one batch), max_tokens_limit.
+io_binding (true: KV cache stays on the GPU), intra_op_thread_count, batching (true: in-flight batching - one decode
+loop per instance, a request joins the running batch at its next step and leaves it when done; false: each request
+generated alone on one of `generation_threads` worker threads), inflight_max_rows (rows of the in-flight batch,
+default max_batch_size; more requests wait for a free row), response_threads (threads sending responses,
+default 2), generation_threads, max_tokens_limit.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import itertools
 import json
+import logging
+import queue
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +57,10 @@ from llm_router.tier.generation import (
     GenerationInputError,
     GenerationRequest,
     Generator,
+    InflightScheduler,
     SamplingParams,
+    SchedulerStopped,
+    TokenEvent,
 )
 from llm_router.triton_utils import (
     REQUEST_KEEP_ALIVE,
@@ -55,11 +74,28 @@ from llm_router.triton_utils import (
 )
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+# How often a generating request asks Triton whether its client cancelled it: each ask is a round trip from the stub
+# to the Triton process, too dear to make for every row at every step.
+CANCEL_POLL_S = 0.02
+log = logging.getLogger(__name__)
 
 
-def parse_sampling(request: Any) -> tuple[str, SamplingParams, bool, bool]:
+@dataclass(frozen=True)
+class Prompt:
+    """What a request asks to generate from: text_input, or a conversation (`messages` JSON), and the raw switch."""
+
+    text: str
+    messages: str | None
+    raw: bool
+
+
+def parse_sampling(request: Any) -> tuple[Prompt, SamplingParams, bool, bool]:
     """(prompt, sampling params, stream, return_log_probs) of one request; raises RequestError."""
-    text = text_input(request, "text_input")
+    messages = optional_input(request, "messages")
+    conversation = None if messages is None else text_input(request, "messages", allow_empty=True)
+    # text_input stays required (TensorRT-LLM's interface); it is sent empty beside a conversation
+    text = text_input(request, "text_input", allow_empty=conversation is not None)
+    raw = bool(scalar_input(request, "raw", False))
     max_tokens = scalar_input(request, "max_tokens")
     if max_tokens is None:
         raise RequestError("missing required input 'max_tokens'")
@@ -82,7 +118,7 @@ def parse_sampling(request: Any) -> tuple[str, SamplingParams, bool, bool]:
     )
     stream = bool(scalar_input(request, "stream", False))
     return_log_probs = bool(scalar_input(request, "return_log_probs", False))
-    return text, params, stream, return_log_probs
+    return Prompt(text, conversation, raw), params, stream, return_log_probs
 
 
 @dataclass
@@ -99,6 +135,7 @@ class Pending:
     logprobs: list[float] = field(default_factory=list)
     unsent_logprobs: list[float] = field(default_factory=list)
     done: bool = False
+    failed: bool = False  # sending failed (the client is gone): generation for it stops
 
     def response(self, text: str, logprobs: list[float]) -> pb_utils.InferenceResponse:
         values = np.array(logprobs if self.return_log_probs else [0.0] * len(logprobs), dtype=np.float32)
@@ -113,14 +150,79 @@ class Pending:
             ]
         )
 
+    def on_event(self, event: TokenEvent) -> None:
+        """Send what one generation event makes final (called on the generating thread)."""
+        if event.token_id is not None:
+            self.logprobs.append(event.logprob)
+            self.unsent_logprobs.append(event.logprob)
+        self.pieces.append(event.text_delta)
+        if event.finish_reason == "cancelled":
+            self.send_error(
+                pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError("request cancelled", pb_utils.TritonError.CANCELLED)
+                )
+            )
+        elif event.finished:
+            self.done = True
+            if self.stream:
+                self.sender.send(self.response(event.text_delta, self.unsent_logprobs), flags=FINAL)
+            else:
+                self.sender.send(self.response("".join(self.pieces), self.logprobs), flags=FINAL)
+            REQUEST_KEEP_ALIVE.keep((self.request, self.sender))
+        elif self.stream and event.text_delta:
+            self.sender.send(self.response(event.text_delta, self.unsent_logprobs))
+            self.unsent_logprobs = []
+
     def send_error(self, response: pb_utils.InferenceResponse) -> None:
         if not self.done:
             self.done = True
             self.sender.send(response, flags=FINAL)
+            REQUEST_KEEP_ALIVE.keep((self.request, self.sender))
+
+
+class Responder:
+    """Sends responses on threads of their own, so that decoding goes on while a send waits for the Triton process.
+
+    A decoupled send is a round trip from the stub to the Triton process; on the decode thread it would stall every
+    row of the batch. Each request is bound to one of the threads, so its responses keep their order.
+    """
+
+    def __init__(self, name: str, threads: int = 2) -> None:
+        self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(max(1, threads))]
+        self._next = itertools.cycle(range(len(self._queues)))
+        self._threads = [
+            threading.Thread(target=self._run, args=(q,), name=f"{name}-send{i}", daemon=True)
+            for i, q in enumerate(self._queues)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def lane(self) -> int:
+        """A thread for a new request."""
+        return next(self._next)
+
+    def put(self, lane: int, pending: Pending, call: Callable[..., None], *args: Any) -> None:
+        self._queues[lane].put((pending, call, args))
+
+    def _run(self, jobs: queue.SimpleQueue) -> None:
+        while (job := jobs.get()) is not None:
+            pending, call, args = job
+            try:
+                call(*args)
+            except Exception:  # noqa: BLE001 - the client is gone; stop generating for it
+                log.exception("sending a response failed")
+                pending.failed = True
+
+    def stop(self) -> None:
+        """Send what is queued, then end the threads."""
+        for jobs in self._queues:
+            jobs.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
 class TierModel:
-    """A tier: validates requests in execute() and generates on worker threads (onnxruntime releases the GIL)."""
+    """A tier: validates requests in execute() and generates on a decode thread (onnxruntime releases the GIL)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         faulthandler.enable(all_threads=True)  # a crash of this stub prints every thread's stack to Triton's log
@@ -144,18 +246,23 @@ class TierModel:
             device_id=device_id,
             max_tokens_limit=int(limit) if limit else None,
         )
-        self.batching = (model_parameter(config, "batching", "false") or "false").lower() == "true"
-        threads = int(model_parameter(config, "generation_threads", "4") or 4)
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{self.name}-gen")
         self.stopping = threading.Event()
+        self.responder = Responder(self.name, int(model_parameter(config, "response_threads", "2") or 2))
+        self.scheduler: InflightScheduler | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        if (model_parameter(config, "batching", "true") or "true").lower() == "true":
+            rows = model_parameter(config, "inflight_max_rows") or max(1, int(config.get("max_batch_size") or 1))
+            self.scheduler = InflightScheduler(self.generator, max_rows=int(rows), name=self.name)
+        else:
+            threads = int(model_parameter(config, "generation_threads", "4") or 4)
+            self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{self.name}-gen")
 
     def execute(self, requests: list[Any]) -> None:
-        accepted: list[Pending] = []
         for request in requests:
             sender = request.get_response_sender()
             try:
-                text, params, stream, return_log_probs = parse_sampling(request)
-                prompt_ids = self.generator.prepare(text, params)
+                prompt, params, stream, return_log_probs = parse_sampling(request)
+                prompt_ids = self.generator.prepare(prompt.text, params, messages=prompt.messages, raw=prompt.raw)
             except (RequestError, GenerationInputError) as exc:
                 sender.send(invalid_arg(f"{self.name}: {exc}"), flags=FINAL)
                 REQUEST_KEEP_ALIVE.keep((request, sender))
@@ -164,17 +271,23 @@ class TierModel:
                 sender.send(error_response(exc), flags=FINAL)
                 REQUEST_KEEP_ALIVE.keep((request, sender))
                 continue
-            accepted.append(Pending(request, sender, prompt_ids, params, stream, return_log_probs))
-        if self.stopping.is_set():
-            for pending in accepted:
+            pending = Pending(request, sender, prompt_ids, params, stream, return_log_probs)
+            if self.stopping.is_set():
                 pending.send_error(self.unavailable())
-                REQUEST_KEEP_ALIVE.keep((pending.request, pending.sender))
-            return None
-        if self.batching and len(accepted) > 1:
-            self.pool.submit(self.generate, accepted)
-        else:
-            for pending in accepted:
-                self.pool.submit(self.generate, [pending])
+            elif self.scheduler is not None:
+                job = GenerationRequest(prompt_ids, params, is_cancelled=self._cancel_check(pending))
+                lane = self.responder.lane()
+                try:
+                    self.scheduler.submit(
+                        job,
+                        lambda event, p=pending, lane=lane: self.responder.put(lane, p, p.on_event, event),
+                        lambda exc, p=pending, lane=lane: self.responder.put(lane, p, self._fail, p, exc),
+                    )
+                except SchedulerStopped:
+                    pending.send_error(self.unavailable())
+            else:
+                assert self.pool is not None
+                self.pool.submit(self.generate_alone, pending)
         return None
 
     def unavailable(self) -> pb_utils.InferenceResponse:
@@ -182,48 +295,46 @@ class TierModel:
             error=pb_utils.TritonError(f"{self.name} is shutting down", pb_utils.TritonError.UNAVAILABLE)
         )
 
-    def generate(self, batch: list[Pending]) -> None:
-        """Worker thread: generate for a batch of accepted requests and send their responses."""
+    def _fail(self, pending: Pending, exc: BaseException) -> None:
+        stopped = self.stopping.is_set() or isinstance(exc, SchedulerStopped)
+        pending.send_error(self.unavailable() if stopped else error_response(exc))
+
+    def generate_alone(self, pending: Pending) -> None:
+        """Worker thread (batching false): generate one request and send its responses."""
         try:
             if self.stopping.is_set():
                 raise RuntimeError("shutting down")
-            jobs = [GenerationRequest(p.prompt_ids, p.params, is_cancelled=self._cancel_check(p)) for p in batch]
-            for event in self.generator.generate_batch(jobs):
-                pending = batch[event.index]
-                if event.token_id is not None:
-                    pending.logprobs.append(event.logprob)
-                    pending.unsent_logprobs.append(event.logprob)
-                pending.pieces.append(event.text_delta)
-                if event.finish_reason == "cancelled":
-                    pending.send_error(
-                        pb_utils.InferenceResponse(
-                            error=pb_utils.TritonError("request cancelled", pb_utils.TritonError.CANCELLED)
-                        )
-                    )
-                elif event.finished:
-                    pending.done = True
-                    if pending.stream:
-                        pending.sender.send(pending.response(event.text_delta, pending.unsent_logprobs), flags=FINAL)
-                    else:
-                        pending.sender.send(pending.response("".join(pending.pieces), pending.logprobs), flags=FINAL)
-                elif pending.stream and event.text_delta:
-                    pending.sender.send(pending.response(event.text_delta, pending.unsent_logprobs))
-                    pending.unsent_logprobs = []
+            job = GenerationRequest(pending.prompt_ids, pending.params, is_cancelled=self._cancel_check(pending))
+            for event in self.generator.generate_batch([job]):
+                pending.on_event(event)
         except Exception as exc:  # noqa: BLE001 - every request must get its FINAL flag
-            failure = self.unavailable() if self.stopping.is_set() else error_response(exc)
-            for pending in batch:
-                pending.send_error(failure)
-        finally:
-            for pending in batch:  # a row the generator never finished (should not happen): still close it
-                pending.send_error(error_response(RuntimeError("generation ended without a result")))
-                REQUEST_KEEP_ALIVE.keep((pending.request, pending.sender))
+            self._fail(pending, exc)
+        finally:  # the generator never finished it (should not happen): still close it
+            pending.send_error(error_response(RuntimeError("generation ended without a result")))
 
-    def _cancel_check(self, pending: Pending):
-        return lambda: self.stopping.is_set() or pending.sender.is_cancelled()
+    def _cancel_check(self, pending: Pending) -> Callable[[], bool]:
+        """Whether to stop generating for `pending`; asks Triton at most every CANCEL_POLL_S."""
+        next_poll = 0.0
+
+        def cancelled() -> bool:
+            nonlocal next_poll
+            if self.stopping.is_set() or pending.failed:
+                return True
+            now = time.monotonic()
+            if now < next_poll:
+                return False
+            next_poll = now + CANCEL_POLL_S
+            return pending.sender.is_cancelled()
+
+        return cancelled
 
     def finalize(self) -> None:
         self.stopping.set()
-        self.pool.shutdown(wait=True)
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        self.responder.stop()
 
 
 class TritonPythonModel(TierModel):

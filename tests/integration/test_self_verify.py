@@ -1,0 +1,262 @@
+"""Self-verification (confidence `self_verify`) in the router and router_stream, against the real local server.
+
+tests/models/router_verify's policy: tier_scripted (a test tier whose answer and verdict the prompt scripts, see
+tests/models/tier_scripted/1/model.py) and the tiny random-weight tier_small score their answers by asking themselves
+whether they are correct; tier_faulty always errors; tier_medium accepts. router_verify_stream follows that policy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from helpers import router_inputs, stream, tensor, text_array
+from llm_router.core import load_policy
+from llm_router.core.cost import call_cost, largest_tier_cost
+from llm_router.core.self_verify import (
+    VERIFY_MAX_TOKENS,
+    Verdict,
+    build_verification_prompt,
+    verdict_from_pieces,
+    verdict_score,
+)
+from router_launcher.serve import LocalTritonServer
+
+pytestmark = pytest.mark.integration
+
+MODEL, STREAM_MODEL = "router_verify", "router_verify_stream"
+POLICY = load_policy(Path(__file__).resolve().parents[1] / "models" / MODEL / "1" / "policy.yaml")
+SCRIPTED = POLICY.tier("tier_scripted")
+# tier_scripted's script (tests/models/tier_scripted/1/model.py): its answer, one token per piece
+ANSWER = "Paris is the capital."
+ANSWER_LOGPROBS = [-0.1, -0.2, -0.3, -0.4, -0.5]
+YES_TOKENS, NO_TOKENS = 3, 2  # " " "Yes" "."  /  "No" "."
+QUESTION = "What is the capital of France?"
+SUMMARY_PROMPT = (
+    "Summarize in one sentence: the city council approved a new budget on Tuesday that raises spending on public "
+    "transit by ten percent and freezes property taxes for the second year in a row."
+)
+
+
+def words(text: str) -> int:
+    """tier_scripted's token count: whitespace-separated words."""
+    return len(text.split())
+
+
+def route(url: str, text: str, max_tokens: int = 8, messages: list | None = None, **params: Any) -> dict[str, Any]:
+    inputs = router_inputs(text, max_tokens)
+    if messages is not None:
+        inputs.append(tensor("messages", text_array(json.dumps(messages)), "BYTES"))
+    with grpcclient.InferenceServerClient(url) as client:
+        result = client.infer(MODEL, inputs, parameters=params or None, client_timeout=120)
+    return {
+        "text": result.as_numpy("text_output")[0].decode(),
+        "tier": result.as_numpy("tier")[0].decode(),
+        "escalated": bool(result.as_numpy("escalated")[0]),
+        "cost": float(result.as_numpy("cost")[0]),
+        "route": json.loads(result.as_numpy("route")[0]),
+    }
+
+
+def stream_route(url: str, text: str, max_tokens: int = 8, **params: Any) -> tuple[list[dict], dict[str, Any]]:
+    """(the text deltas, the final response with `route` parsed) of one router_verify_stream request."""
+    events = stream(url, STREAM_MODEL, router_inputs(text, max_tokens), params or None, timeout_s=120)
+    final = {**events[-1], "route": json.loads(events[-1]["route"])}
+    return [e for e in events[:-1] if e.get("text_output")], final
+
+
+def executions(url: str, model: str) -> int:
+    with grpcclient.InferenceServerClient(url) as client:
+        stats = client.get_inference_statistics(model, as_json=True)["model_stats"]
+    return sum(int(s["inference_stats"].get("success", {}).get("count", 0)) for s in stats)
+
+
+def tier_pieces(url: str, tier: str, prompt: str, max_tokens: int) -> tuple[list[tuple[str, list[float]]], int, int]:
+    """(the streamed (text, log-probs) pieces, input_tokens, output_tokens) of one direct, streamed tier call."""
+    responses: queue.Queue = queue.Queue()
+    inputs = []
+    for name, value, dtype, kind in (
+        ("text_input", prompt.encode(), np.object_, "BYTES"),
+        ("max_tokens", max_tokens, np.int32, "INT32"),
+        ("return_log_probs", True, np.bool_, "BOOL"),
+        ("stream", True, np.bool_, "BOOL"),
+    ):
+        inputs.append(tensor(name, np.array([[value]], dtype=dtype), kind))
+    pieces, counts = [], (0, 0)
+    with grpcclient.InferenceServerClient(url) as client:
+        client.start_stream(callback=lambda result=None, error=None: responses.put((result, error)))
+        client.async_stream_infer(tier, inputs, enable_empty_final_response=True)
+        while True:
+            result, error = responses.get(timeout=60)
+            assert error is None, error
+            if result.as_numpy("text_output") is not None:
+                text = result.as_numpy("text_output").reshape(-1)[0].decode()
+                pieces.append((text, [float(x) for x in result.as_numpy("output_log_probs").reshape(-1)]))
+                counts = (int(result.as_numpy("input_tokens").reshape(-1)[0]), int(result.as_numpy("output_tokens")[0]))
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                break
+        client.stop_stream()
+    return pieces, *counts
+
+
+def check_costs(route_: dict[str, Any], cost_output: float) -> None:
+    """Every attempt costs its tier's prices x its tokens (both calls of a verified one); the total is their sum."""
+    for attempt in route_["attempts"]:
+        spec = POLICY.tier(attempt["tier"])
+        assert attempt["cost"] == pytest.approx(call_cost(spec, attempt["input_tokens"], attempt["output_tokens"]))
+    assert route_["cost"] == pytest.approx(sum(a["cost"] for a in route_["attempts"]))
+    assert cost_output == pytest.approx(route_["cost"], rel=1e-5)
+
+
+# -- the router ------------------------------------------------------------------------------------------------------
+def test_a_confident_yes_is_accepted_and_both_calls_are_paid_for(triton_server: LocalTritonServer) -> None:
+    prompt = f"{QUESTION} verify=yes"
+    result = route(triton_server.grpc_url, prompt)
+    assert (result["tier"], result["text"], result["escalated"]) == ("tier_scripted", ANSWER, False)
+    (attempt,) = result["route"]["attempts"]
+    check = attempt["verification"]
+    verify_in = words(build_verification_prompt(prompt, ANSWER))
+    assert check == {
+        "verdict": "yes",
+        "logprob": pytest.approx(-0.05),  # the first non-blank piece, "Yes"
+        "input_tokens": verify_in,
+        "output_tokens": YES_TOKENS,
+        "latency_ms": check["latency_ms"],
+    }
+    assert 0 < check["latency_ms"] <= attempt["latency_ms"]
+    assert attempt["confidence"] == pytest.approx(-0.05) and attempt["threshold"] == SCRIPTED.escalation_threshold
+    assert attempt["input_tokens"] == words(prompt) + verify_in
+    assert attempt["output_tokens"] == len(ANSWER_LOGPROBS) + YES_TOKENS
+    check_costs(result["route"], result["cost"])
+    # the baseline (always the largest tier) answers once: the answer's own tokens
+    baseline = largest_tier_cost(POLICY, words(prompt), len(ANSWER_LOGPROBS))
+    assert result["route"]["largest_tier_cost"] == pytest.approx(baseline)
+    assert result["route"]["finish_reason"] == "stop"  # 5 answer tokens < the call's cap of 8
+
+
+def test_a_no_verdict_escalates_and_a_failed_escalation_returns_the_verified_answer(
+    triton_server: LocalTritonServer,
+) -> None:
+    result = route(triton_server.grpc_url, f"{QUESTION} verify=no", max_tier="tier_faulty")
+    first, failed = result["route"]["attempts"]
+    assert first["verification"]["verdict"] == "no" and first["verification"]["logprob"] == pytest.approx(-0.2)
+    assert first["confidence"] == pytest.approx(math.log1p(-math.exp(-0.2)))  # the bound "No" puts on log P("Yes")
+    assert first["confidence"] < SCRIPTED.escalation_threshold and failed["step"] == "escalate"
+    assert (failed["tier"], failed["outcome"]) == ("tier_faulty", "error")
+    # tier_faulty failed and no tier above it is allowed: the verified (if doubtful) answer is still the answer
+    assert (result["tier"], result["text"], first["result"]) == ("tier_scripted", ANSWER, "accepted")
+    check_costs(result["route"], result["cost"])
+
+
+@pytest.mark.parametrize(("marker", "why"), [("verify=error", "refuses to verify"), ("verify=slow", "overran")])
+def test_a_failed_or_late_verification_is_no_verdict(triton_server: LocalTritonServer, marker: str, why: str) -> None:
+    started = time.monotonic()
+    result = route(triton_server.grpc_url, f"{QUESTION} {marker}", max_tier="tier_small")
+    first = result["route"]["attempts"][0]
+    check = first["verification"]
+    assert check["verdict"] == "none" and check["logprob"] == "-inf" and first["confidence"] == "-inf"
+    assert check["error"].startswith("verification failed: tier_scripted") and why in check["error"]
+    assert first["result"] == "escalated (answer discarded)"
+    assert [a["tier"] for a in result["route"]["attempts"]] == ["tier_scripted", "tier_faulty", "tier_small"]
+    assert result["tier"] == "tier_small"
+    if marker == "verify=slow":
+        # within what was left of tier_scripted's deadline, not a fresh one
+        assert first["latency_ms"] <= SCRIPTED.deadline_s * 1000 + 500
+        assert time.monotonic() - started < 60
+    check_costs(result["route"], result["cost"])
+
+
+def test_a_blank_answer_scores_minus_infinity_without_a_second_call(triton_server: LocalTritonServer) -> None:
+    before = executions(triton_server.grpc_url, "tier_scripted")
+    result = route(triton_server.grpc_url, f"{QUESTION} answer=blank", force_tier="tier_scripted")
+    (attempt,) = result["route"]["attempts"]
+    assert (result["tier"], result["text"], attempt["confidence"]) == ("tier_scripted", "", "-inf")
+    assert attempt["verification"] == {
+        "verdict": "none",
+        "logprob": "-inf",
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "latency_ms": 0.0,
+        "error": "blank answer: not verified",
+    }
+    deadline = time.monotonic() + 10
+    while executions(triton_server.grpc_url, "tier_scripted") < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert executions(triton_server.grpc_url, "tier_scripted") == before + 1, "a blank answer was verified"
+
+
+def test_a_conversation_is_verified_on_its_last_user_message(triton_server: LocalTritonServer) -> None:
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Hello there"},
+        {"role": "assistant", "content": "Hi! How can I help?"},
+        {"role": "user", "content": f"{QUESTION} verify=yes"},
+    ]
+    result = route(triton_server.grpc_url, "", messages=messages)
+    (attempt,) = result["route"]["attempts"]
+    expected = words(build_verification_prompt(f"{QUESTION} verify=yes", ANSWER))
+    assert attempt["verification"]["input_tokens"] == expected and result["tier"] == "tier_scripted"
+
+
+def test_a_tiny_tiers_verdict_decides_as_its_score_says(triton_server: LocalTritonServer) -> None:
+    """tier_small (random weights) answers gibberish and judges it with gibberish: whatever it says, the router's
+    verdict is the one a direct call gets, and escalation follows the verdict's score against the threshold."""
+    url, small = triton_server.grpc_url, POLICY.tier("tier_small")
+    result = route(url, SUMMARY_PROMPT, 8, min_tier="tier_small", max_tier="tier_medium", return_trace=True)
+    attempt = result["route"]["attempts"][0]
+    assert attempt["tier"] == "tier_small" and attempt["outcome"] == "ok"
+    answer_pieces, answer_in, answer_out = tier_pieces(url, "tier_small", SUMMARY_PROMPT, 8)
+    answer = "".join(text for text, _ in answer_pieces)
+    assert result["route"]["answers"][0]["text"] == answer  # greedy: the router saw what a direct call sees
+    pieces, verify_in, verify_out = tier_pieces(url, "tier_small", build_verification_prompt(SUMMARY_PROMPT, answer),
+                                                VERIFY_MAX_TOKENS)  # fmt: skip
+    verdict = verdict_from_pieces(pieces)
+    check = attempt["verification"]
+    assert check["verdict"] == ("none" if verdict.logprob == -math.inf else verdict.label)
+    assert check["logprob"] == pytest.approx(verdict.logprob, abs=1e-4)
+    assert (check["input_tokens"], check["output_tokens"]) == (verify_in, verify_out)
+    assert (attempt["input_tokens"], attempt["output_tokens"]) == (answer_in + verify_in, answer_out + verify_out)
+    score = verdict_score(Verdict(verdict.label, verdict.logprob))
+    assert attempt["confidence"] == pytest.approx(score, abs=1e-4)
+    if score >= small.escalation_threshold:
+        assert (result["tier"], attempt["result"], len(result["route"]["attempts"])) == ("tier_small", "accepted", 1)
+    else:
+        assert result["tier"] == "tier_medium" and attempt["result"] == "escalated (answer discarded)"
+    check_costs(result["route"], result["cost"])
+
+
+# -- router_stream ---------------------------------------------------------------------------------------------------
+def test_stream_sends_a_verified_answer_whole_once_accepted(triton_server: LocalTritonServer) -> None:
+    prompt = f"{QUESTION} verify=yes"
+    deltas, final = stream_route(triton_server.grpc_url, prompt)
+    # held back whole, then sent at once: one delta (tier_scripted streams its answer in five pieces)
+    assert [(d["tier"], d["text_output"]) for d in deltas] == [("tier_scripted", ANSWER)]
+    assert final["tier"] == "tier_scripted" and final["route"]["attempts"][0]["verification"]["verdict"] == "yes"
+    unary = route(triton_server.grpc_url, prompt)
+    assert final["cost"] == pytest.approx(unary["cost"], rel=1e-6)  # the same calls, the same tokens
+    check_costs(final["route"], final["cost"])
+
+
+def test_stream_never_sends_an_answer_its_verdict_escalates(triton_server: LocalTritonServer) -> None:
+    deltas, final = stream_route(triton_server.grpc_url, f"{QUESTION} verify=no", max_tier="tier_small")
+    tiers = [a["tier"] for a in final["route"]["attempts"]]
+    assert tiers == ["tier_scripted", "tier_faulty", "tier_small"] and final["tier"] == "tier_small"
+    assert deltas and {d["tier"] for d in deltas} == {"tier_small"}, "text of an escalated tier reached the client"
+    # tier_small could not escalate: it streamed as it generated, and was verified after (for the trace)
+    assert final["route"]["attempts"][2]["verification"]["verdict"] in ("yes", "no", "other", "none")
+    check_costs(final["route"], final["cost"])
+
+
+def test_stream_sends_the_held_answer_when_the_escalation_fails(triton_server: LocalTritonServer) -> None:
+    deltas, final = stream_route(triton_server.grpc_url, f"{QUESTION} verify=no", max_tier="tier_faulty")
+    assert [(d["tier"], d["text_output"]) for d in deltas] == [("tier_scripted", ANSWER)]
+    assert final["tier"] == "tier_scripted" and final["route"]["attempts"][0]["result"] == "accepted"
+    assert final["route"]["attempts"][1]["outcome"] == "error"
