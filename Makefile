@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # then moves to free ports when those are taken)
 PORTS ?=
 PORT_ARGS = $(if $(PORTS),--http-port $(PORTS) --grpc-port $(shell expr $(PORTS) + 1) --metrics-port $(shell expr $(PORTS) + 2))
-SRC_DIRS := python_backend launcher client frontend export calibration benchmarks evaluation tests model_repository
+SRC_DIRS := python_backend launcher client frontend export calibration benchmarks evaluation deploy tests model_repository
 
 , := ,
 .PHONY: setup models demo test lint serve bench clean

@@ -4,11 +4,15 @@ One run measures, side by side, on the same model file with the same onnxruntime
   raw      onnxruntime decode steps (session.run with the KV cache, greedy feedback) at batch 1 and 8 for the prompts
            the server gets (prefill not timed), `--max-tokens` steps per round;
   server   perf_analyzer --async --streaming on the tier at concurrency 1 and 8, each request asking `--max-tokens`
-           tokens with end_id -1 (no end token: exactly max_tokens tokens), so tokens/s = infer/s x max_tokens.
+           tokens with end_id -1 (no end token: exactly max_tokens tokens), so tokens/s = infer/s x max_tokens;
+           windows of 4 x concurrency requests (requests of a closed loop finish in groups: a window counts whole
+           groups, not the few that fell into a time window).
 and prints the server's share of the raw rate (targets: >= 90% of raw batch 1 at concurrency 1, >= 70% of raw batch
 8 at concurrency 8). The raw rate leaves out prefill, which a server pays once per request; the row "raw decode + a
-batch-1 prefill/request" shows that bound (templated prompts are longer: see --raw). Starts its own tritonserver
-with the tier of `--model-repository` (or measures `--url`).
+batch-1 prefill/request" shows that bound for a server prefilling each whole prompt alone (templated prompts are
+longer: see --raw; the tier does better: it prefills the requests joining at one step in one call, and templated
+prompts from after the template's cached head). Starts its own tritonserver with the tier of `--model-repository`
+(or measures `--url`).
 
     python -m router_benchmarks.bench_inflight --model-repository model_repository --tier tier_small
     python -m router_benchmarks.bench_inflight --model-repository artifacts/real_tiers --url 127.0.0.1:9201
@@ -131,7 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=None, help="measure a running server (gRPC host:port) serving the tier")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8], help="raw batch sizes = concurrencies")
-    parser.add_argument("--measurement-ms", type=int, default=8000, help="perf_analyzer measurement window")
+    parser.add_argument(
+        "--window-requests",
+        type=int,
+        default=0,
+        help="perf_analyzer count windows of this many requests (default 4 x concurrency, at least 8): requests of "
+        "a closed loop finish in groups, so a time window holds a varying number of them",
+    )
+    parser.add_argument("--measurement-ms", type=int, default=None, help="time windows of this many ms instead")
+    parser.add_argument("--max-trials", type=int, default=10, help="perf_analyzer windows at most per level")
     parser.add_argument("--raw-seconds", type=float, default=5.0, help="minimum timed decode seconds per batch size")
     parser.add_argument("--raw", action="store_true", help="send the prompts raw (no chat template)")
     parser.add_argument("--no-stream", action="store_true", help="one response per request instead of per token")
@@ -139,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from llm_router.tier.generation import Generator
 
-    from router_benchmarks.perf import run_perf_analyzer
+    from router_benchmarks.perf import Measurement, PerfPoint, run_level
 
     model_dir = args.model_repository / args.tier / "1" / "model"
     config = (args.model_repository / args.tier / "config.pbtxt").read_text()
@@ -150,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     lengths = sorted(len(p) for p in prompt_ids)
     print(
         f"{args.tier}: {Path(export.get('source', str(model_dir))).name}, dtype {export.get('dtype', '?')}, "
-        f"int8 {export.get('int8', '?')}; intra_op threads {threads}; prompts {lengths[0]}-{lengths[-1]} tokens "
+        f"weights {export.get('quantize', '?')}; intra_op threads {threads}; prompts {lengths[0]}-{lengths[-1]} tokens "
         f"({'raw' if args.raw else 'chat template' if generator.chat_template else 'no template'}); "
         f"{args.max_tokens} output tokens",
         flush=True,
@@ -167,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     # the load changes between the two, and the ratio must not flatter the server
     before = measure_raw("before")
 
-    def serve(url: str) -> dict:
+    def serve(url: str) -> dict[int, PerfPoint]:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "inputs.json"
             rows = [
@@ -183,17 +195,24 @@ def main(argv: list[str] | None = None) -> int:
             data.write_text(json.dumps({"data": rows}))
             points = {}
             for level in args.levels:
-                (point,) = run_perf_analyzer(
+                if args.measurement_ms:
+                    measurement = Measurement(interval_ms=args.measurement_ms, max_trials=args.max_trials)
+                else:
+                    window = args.window_requests or max(8, 4 * level)
+                    measurement = Measurement(window_requests=window, max_trials=args.max_trials)
+                point = run_level(
                     args.tier,
                     url,
-                    [level],
-                    measurement_ms=args.measurement_ms,
+                    "concurrency",
+                    level,
+                    measurement=measurement,
                     input_data=data,
                     streaming=True,
                     extra_args=["--async"],
                 )
                 points[level] = point
-                print(f"server concurrency {level}: {point.throughput * args.max_tokens:.1f} tokens/s", flush=True)
+                rate = f"{point.throughput * args.max_tokens:.1f} tokens/s" if point.ok else point.status
+                print(f"server concurrency {level}: {rate}", flush=True)
             return points
 
     if args.url:
@@ -232,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'raw decode + a batch-1 prefill/request':<40} {level:>10} {bound:>9.1f} {'':>8} {share:>7.0%}")
     for level in args.levels:
         point = points[level]
+        if not point.ok:
+            print(f"{'server (perf_analyzer --streaming)':<40} {level:>10} {point.status}")
+            continue
         tokens = point.throughput * args.max_tokens
         share = tokens / raw[level].tokens_per_s
         target = TARGETS.get(level)
@@ -241,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{share:>7.0%} {verdict:>7}"
         )
     print(f"(prefill of one prompt at batch 1: {1000 * raw[args.levels[0]].prefill_s:.1f} ms)")
-    return 0
+    return 0 if all(point.ok for point in points.values()) else 1
 
 
 if __name__ == "__main__":

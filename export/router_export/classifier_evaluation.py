@@ -175,6 +175,11 @@ def evaluate_committed(data_dir: Path) -> dict:
         cached_embeddings(diff.test_texts, "difficulty-test", DIFFICULTY_LAYERS),
         eval_x=cached_embeddings([r.prompt for r in intent_data.eval_rows()], "intent-eval-real"),
     )
+    return finish_report(report, data_dir, heads)
+
+
+def finish_report(report: dict, data_dir: Path, heads: Heads) -> dict:
+    """Add the (measure-only) llm_cascades difficulty figures, write artifacts/classifier/report.json, print it."""
     cascades = cascades_difficulty(data_dir, heads)
     if cascades is not None:
         report["difficulty_llama1b_cascades"] = cascades

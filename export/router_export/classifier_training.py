@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,8 @@ from llm_router.classifier import INTENTS
 from router_export import intent_data
 from router_export.classifier_data import difficulty_data, intent_labels, intent_rows
 from router_export.classifier_encoder import DIFFICULTY_LAYERS, cached_embeddings
-from router_export.classifier_evaluation import cascades_difficulty, evaluate, print_report
-from router_export.classifier_heads import ARTIFACTS, WEIGHTS, Heads
+from router_export.classifier_evaluation import evaluate, finish_report
+from router_export.classifier_heads import WEIGHTS, Heads
 
 CLASS_WEIGHT_POWER = 0.5
 
@@ -89,9 +88,4 @@ def train(data_dir: Path, kind: str, out: Path = WEIGHTS) -> dict:
     eval_x = cached_embeddings([r.prompt for r in intent_data.eval_rows()], "intent-eval-real")
     report = evaluate(test_rows, x_test, heads, diff, dx_test, eval_x=eval_x)
     report["head"] = kind
-    cascades = cascades_difficulty(data_dir, heads)
-    if cascades is not None:
-        report["difficulty_llama1b_cascades"] = cascades
-    (ARTIFACTS / "report.json").write_text(json.dumps(report, indent=2))
-    print_report(report)
-    return report
+    return finish_report(report, data_dir, heads)

@@ -368,6 +368,16 @@ def split_groups(rows: list[Row], test_fraction: float, seed: int) -> dict[str, 
     return assignment
 
 
+def round_robin(queues: list[list[Row]], limit: int) -> list[Row]:
+    """Up to `limit` rows taken one at a time from the end of each queue in turn (the queues are consumed)."""
+    chosen: list[Row] = []
+    while len(chosen) < limit and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.append(queue.pop())
+    return chosen
+
+
 def spread_sample(rows: list[Row], limit: int, key: str, seed: int) -> list[Row]:
     """At most `limit` rows, taken round-robin over the values of `key` so no group dominates."""
     by_key: dict[str, list[Row]] = defaultdict(list)
@@ -379,12 +389,7 @@ def spread_sample(rows: list[Row], limit: int, key: str, seed: int) -> list[Row]
         items = by_key[name][:]
         rng.shuffle(items)
         queues.append(items)
-    chosen: list[Row] = []
-    while len(chosen) < limit and any(queues):
-        for queue in queues:
-            if queue and len(chosen) < limit:
-                chosen.append(queue.pop())
-    return chosen
+    return round_robin(queues, limit)
 
 
 def spread_over_sources(rows: list[Row], limit: int, seed: int, t0_cap: int | None = None) -> list[Row]:
@@ -396,12 +401,7 @@ def spread_over_sources(rows: list[Row], limit: int, seed: int, t0_cap: int | No
     for name in sorted(by_source):
         n = len(by_source[name]) if name != "t0" or t0_cap is None else min(t0_cap, len(by_source[name]))
         queues.append(spread_sample(by_source[name], n, "group", seed)[::-1])
-    chosen: list[Row] = []
-    while len(chosen) < limit and any(queues):
-        for queue in queues:
-            if queue and len(chosen) < limit:
-                chosen.append(queue.pop())
-    return chosen
+    return round_robin(queues, limit)
 
 
 def build(

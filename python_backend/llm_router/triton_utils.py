@@ -63,19 +63,24 @@ def required_input(request: Any, name: str) -> np.ndarray:
     return array
 
 
+def decode_text(value: Any, what: str) -> str:
+    """A BYTES tensor element as text; RequestError naming `what` when it is not UTF-8 text."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"{what} is not valid UTF-8 (byte {exc.start})") from None
+    if not isinstance(value, str):
+        raise RequestError(f"{what} must be BYTES (a UTF-8 string), got {type(value).__name__}")
+    return value
+
+
 def text_input(request: Any, name: str = "text_input", allow_empty: bool = False) -> str:
     """One UTF-8 string from a BYTES input of one element (any leading batch dims of size 1)."""
     array = required_input(request, name)
     if array.size != 1:
         raise RequestError(f"input '{name}' must hold exactly one string, got shape {list(array.shape)}")
-    value = array.reshape(-1)[0]
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RequestError(f"input '{name}' is not valid UTF-8 (byte {exc.start})") from None
-    elif not isinstance(value, str):
-        raise RequestError(f"input '{name}' must be BYTES (a UTF-8 string), got {type(value).__name__}")
+    value = decode_text(array.reshape(-1)[0], f"input '{name}'")
     if not allow_empty and not value.strip():
         raise RequestError(f"input '{name}' is empty; send a non-empty prompt")
     return value

@@ -379,7 +379,7 @@ FUZZ_TEXT = st.one_of(
     st.builds(lambda unit, n: unit * n, st.sampled_from(["a", " ", "\u00e9", "\U0001f642", "\x00", "\n"]),
               st.integers(0, MAX_PROMPT_CHARS)),
 )  # fmt: skip
-EXPECTED_REJECTIONS = re.compile(r"empty|not valid UTF-8|context|at most|lower max_tokens")
+EXPECTED_REJECTIONS = re.compile(r"empty|only control characters|not valid UTF-8|context|at most|lower max_tokens")
 
 
 @pytest.mark.slow

@@ -1,13 +1,18 @@
 """In-flight batching (llm_router.tier.generation.DecodeBatch / InflightScheduler) on the tiny ONNX tier.
 
 A request that joins a running batch, or shares it with others, must get the tokens it gets alone (greedy and
-seeded sampling) and log-probs equal up to float noise; cancellation, errors and stopping answer every request.
+seeded sampling) and log-probs equal up to float noise; so must requests prefilled together (left-padded, one call)
+and from a cached prompt prefix. Cancellation, errors and stopping answer every request.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +21,7 @@ from llm_router.tier.generation import (
     GenerationRequest,
     Generator,
     InflightScheduler,
+    PrefixCache,
     SamplingParams,
     SchedulerStopped,
     TokenEvent,
@@ -33,12 +39,18 @@ TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
-def generator(tmp_path_factory: pytest.TempPathFactory) -> Generator:
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny tier's exported model folder (no chat template)."""
     work = tmp_path_factory.mktemp("sched")
     build_hf_model(TINY_TIERS[0], work / "hf")
     repo = work / "repo"
     repo.mkdir()
-    return Generator(export_tier(work / "hf", ExportOptions(tier="tier_small", model_repository=repo)))
+    return export_tier(work / "hf", ExportOptions(tier="tier_small", model_repository=repo))
+
+
+@pytest.fixture(scope="module")
+def generator(model_dir: Path) -> Generator:
+    return Generator(model_dir)
 
 
 @dataclass
@@ -266,3 +278,208 @@ def test_stop_answers_running_and_waiting_requests(generator: Generator) -> None
     assert isinstance(waiting.wait().error, SchedulerStopped)
     with pytest.raises(SchedulerStopped):
         submit(scheduler, generator, PROMPTS[1], SamplingParams(max_tokens=10))
+
+
+# -- batched prefill, prefix cache, gathering ---------------------------------------------------------------
+@pytest.fixture
+def prefills(generator: Generator, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
+    """(rows, tokens fed per row, cached positions before them) of each prefill call (> 1 token fed) from now on."""
+    calls: list[tuple[int, int, int]] = []
+    real_step = generator.decoder.step
+
+    def recording(input_ids, attention, positions, past):
+        if input_ids.shape[1] > 1:
+            calls.append((input_ids.shape[0], input_ids.shape[1], next(iter(past.values())).shape[2]))
+        return real_step(input_ids, attention, positions, past)
+
+    monkeypatch.setattr(generator.decoder, "step", recording)
+    return calls
+
+
+def run_to_end(batch: DecodeBatch, events: dict[str, list[TokenEvent]]) -> None:
+    while len(batch):
+        for key, event in batch.step():
+            events[key].append(event)
+
+
+def assert_events_equal_alone(generator: Generator, request: GenerationRequest, got: list[TokenEvent]) -> None:
+    alone = list(generator.generate_batch([GenerationRequest(request.prompt_ids, request.params)]))
+    assert [e.token_id for e in got] == [e.token_id for e in alone]
+    assert [e.finish_reason for e in got] == [e.finish_reason for e in alone]
+    assert "".join(e.text_delta for e in got) == "".join(e.text_delta for e in alone)
+    np.testing.assert_allclose(
+        [e.logprob for e in got if e.logprob is not None],
+        [e.logprob for e in alone if e.logprob is not None],
+        atol=1e-4,
+    )
+
+
+def test_a_batched_prefill_of_prompts_of_different_lengths_joins_a_running_batch(
+    generator: Generator, prefills: list[tuple[int, int, int]]
+) -> None:
+    running = GenerationRequest(generator.encode(PROMPTS[0]), SamplingParams(max_tokens=14))
+    joining = {
+        "story": GenerationRequest(generator.encode(PROMPTS[2]), SamplingParams(max_tokens=9)),
+        "code": GenerationRequest(
+            generator.encode(PROMPTS[1]), SamplingParams(max_tokens=12, temperature=0.9, top_k=30, random_seed=3)
+        ),
+        "hi": GenerationRequest(generator.encode(PROMPTS[3]), SamplingParams(max_tokens=16)),
+    }
+    lengths = {len(r.prompt_ids) for r in joining.values()}
+    assert len(lengths) == 3, "the joining prompts have different lengths"
+    batch = DecodeBatch(generator)
+    events: dict[str, list[TokenEvent]] = {key: [] for key in ["running", *joining]}
+    for key, event in batch.admit([running], keys=["running"]):
+        events[key].append(event)
+    for _ in range(3):
+        for key, event in batch.step():
+            events[key].append(event)
+    for key, event in batch.admit(list(joining.values()), keys=list(joining)):
+        events[key].append(event)
+    assert batch.keys == ["running", *joining]
+    run_to_end(batch, events)
+    # one prefill for the running row, then ONE left-padded call for the three joining prompts
+    assert prefills == [(1, len(running.prompt_ids), 0), (3, max(lengths), 0)]
+    assert_events_equal_alone(generator, running, events["running"])
+    for key, request in joining.items():
+        assert_events_equal_alone(generator, request, events[key])
+
+
+def test_requests_waiting_at_a_step_are_prefilled_in_one_call(
+    generator: Generator, prefills: list[tuple[int, int, int]]
+) -> None:
+    """Three requests submitted during one step (from the running row's callback) join it at the next, together."""
+    scheduler = InflightScheduler(generator, max_rows=8)
+    first = Collected()
+    joining = [(PROMPTS[1], SamplingParams(max_tokens=8)), (PROMPTS[2], SamplingParams(max_tokens=11))]
+    joining.append((PROMPTS[3], SamplingParams(max_tokens=5)))
+    outs = [Collected() for _ in joining]
+
+    def on_event(event: TokenEvent) -> None:
+        first.on_event(event)
+        if len(first.tokens) == 2 and not event.finished:
+            for (prompt, params), out in zip(joining, outs, strict=True):
+                scheduler.submit(GenerationRequest(generator.encode(prompt), params), out.on_event, out.on_error)
+
+    try:
+        scheduler.submit(
+            GenerationRequest(generator.encode(PROMPTS[0]), SamplingParams(max_tokens=20)), on_event, print
+        )
+        for out in [first, *outs]:
+            out.wait()
+    finally:
+        scheduler.stop()
+    widths = [len(generator.encode(prompt)) for prompt, _ in joining]
+    assert prefills == [(1, len(generator.encode(PROMPTS[0])), 0), (3, max(widths), 0)]
+    assert_same_as_alone(generator, PROMPTS[0], SamplingParams(max_tokens=20), first)
+    for (prompt, params), out in zip(joining, outs, strict=True):
+        assert_same_as_alone(generator, prompt, params, out)
+
+
+def test_prompts_with_a_cached_prefix_are_prefilled_after_it_and_equal_alone(
+    generator: Generator, prefills: list[tuple[int, int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [
+        "You are a careful assistant. Question: what is the capital of France?",
+        "You are a careful assistant. Question: name a dog",
+        "You are a careful assistant. Write a haiku",
+    ]
+    hits = [generator.encode(text) for text in texts]
+    prefix = os.path.commonprefix(hits)  # the tokens of "You are a careful assistant." (and BOS)
+    assert len(prefix) >= 3 and all(ids[: len(prefix)] == prefix and len(ids) > len(prefix) + 1 for ids in hits)
+    assert len({len(ids) for ids in hits}) == 3
+    miss = generator.encode(PROMPTS[2])
+    params = [SamplingParams(max_tokens=10), SamplingParams(max_tokens=13, temperature=1.1, random_seed=7)]
+    params += [SamplingParams(max_tokens=6), SamplingParams(max_tokens=15)]
+    requests = [GenerationRequest(ids, p) for ids, p in zip([*hits, miss], params, strict=True)]
+    running = GenerationRequest(generator.encode(PROMPTS[3]), SamplingParams(max_tokens=18))
+    expected = {i: list(generator.generate_batch([r])) for i, r in enumerate([*requests, running])}
+
+    cache = PrefixCache(generator.decoder, prefix)
+    cache.past(1)  # computed once, before the calls recorded below
+    prefills.clear()
+    monkeypatch.setattr(generator, "prefix_cache", cache)
+    assert not cache.matches(prefix) and not cache.matches(miss) and cache.matches(hits[0])
+    batch = DecodeBatch(generator)
+    events: dict[int, list[TokenEvent]] = {i: [] for i in expected}
+    for key, event in batch.admit([running], keys=[4]):
+        events[key].append(event)
+    for key, event in batch.step():
+        events[key].append(event)
+    for key, event in batch.admit(requests, keys=range(4)):  # three hits and a miss join the running row
+        events[key].append(event)
+    run_to_end(batch, events)
+    suffix = max(len(ids) for ids in hits) - len(prefix)
+    assert prefills == [(1, len(running.prompt_ids), 0), (3, suffix, len(prefix)), (1, len(miss), 0)]
+    for key, alone in expected.items():
+        assert [e.token_id for e in events[key]] == [e.token_id for e in alone]
+        assert [e.finish_reason for e in events[key]] == [e.finish_reason for e in alone]
+        got = [e.logprob for e in events[key] if e.logprob is not None]
+        np.testing.assert_allclose(got, [e.logprob for e in alone if e.logprob is not None], atol=1e-4)
+
+
+def test_the_chat_template_head_is_cached(model_dir: Path, tmp_path: Path) -> None:
+    """A template with a default system prompt: every templated prompt starts with the cached head."""
+    model_dir = shutil.copytree(model_dir, tmp_path / "model")
+    (model_dir / "chat_template.jinja").write_text(
+        "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}system: You are a terse helper.\n"
+        "{% endif %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:"
+        "{% endif %}"
+    )
+    templated = Generator(model_dir)
+    plain = Generator(model_dir, prefix_cache=False)
+    assert plain.prefix_cache is None and templated.prefix_cache is not None
+    head = list(templated.prefix_cache.ids)
+    assert "You are a terse helper." in templated.decode(head)
+    for text in ("What is the capital of France?", "Hi", "x"):
+        assert templated.prefix_cache.matches(templated.prompt_ids(text))
+        params = SamplingParams(max_tokens=8)
+        with_cache, without = templated.generate(text, params), plain.generate(text, params)
+        assert with_cache.token_ids == without.token_ids and with_cache.text == without.text
+        np.testing.assert_allclose(with_cache.logprobs, without.logprobs, atol=1e-4)
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert not templated.prefix_cache.matches(templated.prompt_ids(messages=conversation))
+
+
+def test_callers_of_finished_rows_are_gathered_into_one_prefill(
+    generator: Generator, prefills: list[tuple[int, int, int]]
+) -> None:
+    """The batch empties with two rows finished: the first next request waits (up to gather_s) for the second."""
+    scheduler = InflightScheduler(generator, max_rows=4, gather_s=10.0)
+    try:
+        for out in [submit(scheduler, generator, p, SamplingParams(max_tokens=4)) for p in PROMPTS[:2]]:
+            out.wait()
+        prefills.clear()
+        early = submit(scheduler, generator, PROMPTS[2], SamplingParams(max_tokens=6))
+        time.sleep(0.3)
+        assert not early.tokens, "the first request was prefilled without waiting for the second"
+        late = submit(scheduler, generator, PROMPTS[3], SamplingParams(max_tokens=6))
+        early.wait(), late.wait()
+        assert len(prefills) == 1 and prefills[0][0] == 2
+    finally:
+        scheduler.stop()
+    # one row finished and its caller sent the next request: nothing more is owed, so nothing waits
+    scheduler = InflightScheduler(generator, max_rows=4, gather_s=10.0)
+    try:
+        submit(scheduler, generator, PROMPTS[0], SamplingParams(max_tokens=3)).wait()
+        started = time.monotonic()
+        submit(scheduler, generator, PROMPTS[1], SamplingParams(max_tokens=3)).wait()
+        assert time.monotonic() - started < 5.0
+    finally:
+        scheduler.stop()
+    assert_same_as_alone(generator, PROMPTS[2], SamplingParams(max_tokens=6), early)
+    assert_same_as_alone(generator, PROMPTS[3], SamplingParams(max_tokens=6), late)
+
+
+def test_gathering_gives_up_after_gather_s(generator: Generator) -> None:
+    scheduler = InflightScheduler(generator, max_rows=4, gather_s=0.4)
+    try:
+        for out in [submit(scheduler, generator, p, SamplingParams(max_tokens=3)) for p in PROMPTS[:3]]:
+            out.wait()
+        started = time.monotonic()
+        alone = submit(scheduler, generator, PROMPTS[3], SamplingParams(max_tokens=3)).wait()
+        waited = time.monotonic() - started
+    finally:
+        scheduler.stop()
+    assert waited >= 0.4, "two more requests were owed: it waits gather_s for them, then goes on"
+    assert_same_as_alone(generator, PROMPTS[3], SamplingParams(max_tokens=3), alone)

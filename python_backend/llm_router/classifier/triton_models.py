@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 from llm_router.classifier.tokenization import IntentTokenizer
 from llm_router.triton_utils import (
     RequestError,
+    decode_text,
     error_response,
     invalid_arg,
     model_parameter,
@@ -32,13 +33,7 @@ def decode_texts(request: Any, name: str = "text") -> list[str]:
         raise RequestError(f"input '{name}' holds no string")
     texts = []
     for index, value in enumerate(values):
-        if isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise RequestError(f"input '{name}'[{index}] is not valid UTF-8 (byte {exc.start})") from None
-        if not isinstance(value, str):
-            raise RequestError(f"input '{name}' must be BYTES (UTF-8 text)")
+        value = decode_text(value, f"input '{name}'[{index}]")
         if not value.strip():
             raise RequestError(f"input '{name}'[{index}] is empty or whitespace; send a non-empty prompt")
         texts.append(value)

@@ -411,7 +411,7 @@ class _RouterModel:
             classification, classifier_error = await classified
         if self.streaming and decision.kind is DecisionKind.ACCEPT:
             accepted = results[decision.attempt_index]
-            if not accepted.streamed and accepted.answer is not None:
+            if not accepted.streamed and accepted.answer is not None and accepted.answer.text:
                 # a self-verifying tier's whole answer, held back and escalated, is accepted after all (the tiers
                 # above it failed): it is complete, so it is sent now
                 self._emit(sender, accepted.attempt.tier, accepted.answer.text)

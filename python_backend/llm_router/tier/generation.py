@@ -14,16 +14,20 @@ Semantics (documented in the tier README section of the model configs):
 - Prompts: a tier whose tokenizer has a chat template (llm_router.tier.chat) templates a conversation, and a plain
   text as one user message; `raw` text, and any text for a model without a template, is tokenized as it is.
 - Several requests are generated as one batch (`DecodeBatch`): each row's KV cache is left-padded to the batch's
-  length, with its own attention mask and position ids, so rows join (after their own prefill) and leave at any step
-  and a row's tokens do not depend on the others beyond float noise. `InflightScheduler` runs one such batch on a
-  thread and lets requests join it at the next step (in-flight / continuous batching).
+  length, with its own attention mask and position ids, so rows join (the requests joining at one step prefilled
+  together, in one left-padded call) and leave at any step and a row's tokens do not depend on the others beyond
+  float noise. `InflightScheduler` runs one such batch on a thread and lets requests join it at the next step
+  (in-flight / continuous batching). The KV cache of the chat template's head (`PrefixCache`: e.g. a default system
+  prompt) is computed once; templated prompts are prefilled from after it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -373,8 +377,7 @@ class Generator:
         if self.chat_template is None:
             return ()
         first, second = (self.encode_chat([{"role": "user", "content": word}]) for word in ("Hello", "Bye"))
-        shared = next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
-        return tuple(first[:shared])
+        return tuple(os.path.commonprefix([first, second]))  # element-wise: works on lists of ids
 
     # -- text ---------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -688,13 +691,24 @@ class InflightScheduler:
     next step instead of waiting for the batch to finish. Events go to the request's `on_event` on the decode thread;
     a request cancelled while waiting is answered without being prefilled. A failed step fails every request in the
     batch through `on_error` and the thread goes on with the next ones.
+
+    All the requests waiting at a step are prefilled in one call (`DecodeBatch.admit`). Clients that send a new
+    request when one finishes (a closed loop, as perf_analyzer's concurrency mode and most callers) send their next
+    requests together when rows finish together; so when the batch is empty and fewer requests wait than rows have
+    finished since, the thread waits up to `gather_s` for the rest before prefilling, instead of prefilling the first
+    alone and the others one step later (a second prefill call, and two groups that then finish apart). With rows
+    running, nothing waits: requests that arrive during a step join at the next one.
     """
 
-    def __init__(self, generator: Generator, max_rows: int = 8, name: str = "tier") -> None:
+    def __init__(self, generator: Generator, max_rows: int = 8, name: str = "tier", gather_s: float = 0.05) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        if gather_s < 0:
+            raise ValueError(f"gather_s must be >= 0, got {gather_s}")
         self.generator = generator
         self.max_rows = max_rows
+        self.gather_s = gather_s
+        self._owed = 0  # rows finished whose callers have not sent a next request yet (see gather_s)
         self._waiting: deque[_Entry] = deque()
         self._condition = threading.Condition()
         self._stopping = False
@@ -718,6 +732,7 @@ class InflightScheduler:
             if self._stopping:
                 raise SchedulerStopped("the scheduler is stopped")
             self._waiting.append(entry)
+            self._owed = max(0, self._owed - 1)
             self._condition.notify()
 
     @property
@@ -734,6 +749,8 @@ class InflightScheduler:
     def _deliver(self, entry: _Entry, event: TokenEvent) -> None:
         if event.finished:
             entry.done = True
+            with self._condition:
+                self._owed += 1
         try:
             entry.on_event(event)
         except Exception:  # noqa: BLE001 - one caller's failure must not stop the others' generation
@@ -749,6 +766,16 @@ class InflightScheduler:
                 except Exception:  # noqa: BLE001
                     log.exception("reporting a generation error failed")
 
+    def _gather(self) -> None:
+        """With the lock held and the batch empty: wait up to gather_s for the requests that finished rows owe."""
+        deadline = time.monotonic() + self.gather_s
+        while self._owed and len(self._waiting) < self.max_rows and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._owed = 0  # those callers are not sending more now: do not wait for them again
+                return
+            self._condition.wait(left)
+
     def _run(self) -> None:
         while True:
             with self._condition:
@@ -756,6 +783,10 @@ class InflightScheduler:
                     self._condition.wait()
                 if self._stopping:
                     break
+                if not len(self._batch) and self._owed and self.gather_s:
+                    self._gather()
+                    if self._stopping:
+                        break
                 # a request cancelled while it waits for a row is answered now, not when a row frees
                 cancelled = [entry for entry in self._waiting if entry.request.is_cancelled()]
                 if cancelled:

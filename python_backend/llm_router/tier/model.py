@@ -30,8 +30,11 @@ Config parameters: model_dir (default "model"), execution_provider (CPUExecution
 io_binding (true: KV cache stays on the GPU), intra_op_thread_count, batching (true: in-flight batching - one decode
 loop per instance, a request joins the running batch at its next step and leaves it when done; false: each request
 generated alone on one of `generation_threads` worker threads), inflight_max_rows (rows of the in-flight batch,
-default max_batch_size; more requests wait for a free row), response_threads (threads sending responses,
-default 2), generation_threads, max_tokens_limit.
+default max_batch_size; more requests wait for a free row), inflight_gather_ms (default 50: when the batch is empty
+and rows finished since, how long the decode loop waits for their callers' next requests so that it prefills them
+together - see InflightScheduler), prefix_cache (default true: the KV cache of the chat template's head, e.g. its
+default system prompt, is computed once and templated prompts are prefilled from after it), response_threads
+(threads sending responses, default 2), generation_threads, max_tokens_limit.
 """
 
 from __future__ import annotations
@@ -245,14 +248,20 @@ class TierModel:
             intra_op_threads=int(model_parameter(config, "intra_op_thread_count", "1") or 1),
             device_id=device_id,
             max_tokens_limit=int(limit) if limit else None,
+            prefix_cache=(model_parameter(config, "prefix_cache", "true") or "true").lower() == "true",
         )
+        if self.generator.prefix_cache is not None:
+            self.generator.prefix_cache.past(1)  # computed at load, not by the first request
         self.stopping = threading.Event()
         self.responder = Responder(self.name, int(model_parameter(config, "response_threads", "2") or 2))
         self.scheduler: InflightScheduler | None = None
         self.pool: ThreadPoolExecutor | None = None
         if (model_parameter(config, "batching", "true") or "true").lower() == "true":
             rows = model_parameter(config, "inflight_max_rows") or max(1, int(config.get("max_batch_size") or 1))
-            self.scheduler = InflightScheduler(self.generator, max_rows=int(rows), name=self.name)
+            gather_ms = float(model_parameter(config, "inflight_gather_ms", "50") or 50)
+            self.scheduler = InflightScheduler(
+                self.generator, max_rows=int(rows), name=self.name, gather_s=gather_ms / 1000
+            )
         else:
             threads = int(model_parameter(config, "generation_threads", "4") or 4)
             self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{self.name}-gen")
