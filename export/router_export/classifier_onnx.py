@@ -5,6 +5,8 @@ and skips the work when their build stamp is current."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,6 +87,8 @@ def export_onnx(path: Path, heads: Heads) -> None:
     model = build_torch_model(heads)
     batch = IntentTokenizer().encode(["export example one", "a second, somewhat longer example prompt"])
     path.parent.mkdir(parents=True, exist_ok=True)
+    # tracing notes about transformers' own code: nothing the user can act on
+    warnings.filterwarnings("ignore", module=r"(transformers|torch\.onnx)\.")
     torch.onnx.export(
         model,
         (torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)),
@@ -107,7 +111,13 @@ def quantize_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its "consider pre-processing" advice targets CNNs, not this encoder
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.setLevel(level)
 
 
 def build_for_repository(repo: Path, force: bool = False) -> None:

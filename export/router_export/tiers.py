@@ -297,6 +297,7 @@ def export_tier(source: Path, options: ExportOptions, gguf_cache: Path | None = 
         # tracing and deprecation notes about transformers' and torch's own code: nothing the user can act on
         warnings.filterwarnings("ignore", module=r"(transformers|torch\.onnx)\.")
         logging.getLogger("transformers").setLevel(logging.ERROR)
+        logging.getLogger("optimum").setLevel(logging.ERROR)  # e.g. its note on tied embedding weights
         try:
             main_export(
                 str(hf_dir),
