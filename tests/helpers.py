@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import queue
 import threading
@@ -144,3 +145,14 @@ def stream(url: str, model: str, inputs: list, parameters: dict | None = None, t
         # cancel only unfinished requests: cancelling a finished one was once seen to pin its model in Triton 2.51
         client.stop_stream(cancel_requests=not finished)
         client.close()
+
+
+def router_result(result: Any) -> dict[str, Any]:
+    """A unary router response as a dict: text, tier, escalated, cost and the parsed route trace."""
+    return {
+        "text": result.as_numpy("text_output")[0].decode(),
+        "tier": result.as_numpy("tier")[0].decode(),
+        "escalated": bool(result.as_numpy("escalated")[0]),
+        "cost": float(result.as_numpy("cost")[0]),
+        "route": json.loads(result.as_numpy("route")[0]),
+    }

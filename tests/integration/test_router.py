@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import tritonclient.grpc as grpcclient
-from helpers import metric_value, router_inputs
+from helpers import metric_value, router_inputs, router_result
 from helpers import stream as stream_request
 from llm_router.core import load_policy
 from router_launcher.serve import LocalTritonServer
@@ -27,13 +27,7 @@ ALWAYS_CONFIDENT = -1e9
 
 def route(client: grpcclient.InferenceServerClient, text: str | bytes, model: str = "router", **params: Any):
     result = client.infer(model, router_inputs(text, params.pop("max_tokens", 8)), parameters=params or None)
-    return {
-        "text": result.as_numpy("text_output")[0].decode(),
-        "tier": result.as_numpy("tier")[0].decode(),
-        "escalated": bool(result.as_numpy("escalated")[0]),
-        "cost": float(result.as_numpy("cost")[0]),
-        "route": json.loads(result.as_numpy("route")[0]),
-    }
+    return router_result(result)
 
 
 def stream(url: str, text: str, **params: Any) -> list[dict[str, Any]]:

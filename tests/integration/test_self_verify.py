@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import yaml
-from helpers import router_inputs, stream, tensor, text_array
+from helpers import router_inputs, router_result, stream, tensor, text_array
 from llm_router.core import load_policy, parse_policy
 from llm_router.core.cost import call_cost, largest_tier_cost
 from llm_router.core.self_verify import (
@@ -62,13 +62,7 @@ def route(
         inputs.append(tensor("messages", text_array(json.dumps(messages)), "BYTES"))
     with grpcclient.InferenceServerClient(url) as client:
         result = client.infer(model, inputs, parameters=params or None, client_timeout=120)
-    return {
-        "text": result.as_numpy("text_output")[0].decode(),
-        "tier": result.as_numpy("tier")[0].decode(),
-        "escalated": bool(result.as_numpy("escalated")[0]),
-        "cost": float(result.as_numpy("cost")[0]),
-        "route": json.loads(result.as_numpy("route")[0]),
-    }
+    return router_result(result)
 
 
 def stream_route(url: str, text: str, max_tokens: int = 8, **params: Any) -> tuple[list[dict], dict[str, Any]]:

@@ -214,8 +214,8 @@ def test_bad_input_gets_invalid_arg(
         assert reply.texts == []
 
 
-def test_cancelled_stream_leaves_the_tier_serving(triton_server: LocalTritonServer) -> None:
-    url = triton_server.grpc_url
+def start_long_stream(url: str, model: str) -> tuple[grpcclient.InferenceServerClient, queue.Queue]:
+    """A streamed 400-token request in flight on its own client; its (result, error) pairs arrive on the queue."""
     client = grpcclient.InferenceServerClient(url)
     got: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: got.put((result, error)))
@@ -224,7 +224,13 @@ def test_cancelled_stream_leaves_the_tier_serving(triton_server: LocalTritonServ
         tensor("max_tokens", 400, "INT32"),
         tensor("stream", True, "BOOL"),
     ]
-    client.async_stream_infer("tier_large", inputs)
+    client.async_stream_infer(model, inputs)
+    return client, got
+
+
+def test_cancelled_stream_leaves_the_tier_serving(triton_server: LocalTritonServer) -> None:
+    url = triton_server.grpc_url
+    client, got = start_long_stream(url, "tier_large")
     first, error = got.get(timeout=30)
     assert error is None
     client.stop_stream(cancel_requests=True)
@@ -357,15 +363,7 @@ def test_cancelling_one_stream_leaves_the_batch_generating(triton_server: LocalT
     expected = call_tier(url, "tier_small", PROMPTS[1], 60)
     with ThreadPoolExecutor(1) as pool:
         other = pool.submit(call_tier, url, "tier_small", PROMPTS[1], 60, stream=True)
-        client = grpcclient.InferenceServerClient(url)
-        got: queue.Queue = queue.Queue()
-        client.start_stream(callback=lambda result, error: got.put((result, error)))
-        inputs = [
-            tensor("text_input", PROMPTS[0], "BYTES"),
-            tensor("max_tokens", 400, "INT32"),
-            tensor("stream", True, "BOOL"),
-        ]
-        client.async_stream_infer("tier_small", inputs)
+        client, got = start_long_stream(url, "tier_small")
         assert got.get(timeout=30)[1] is None
         client.stop_stream(cancel_requests=True)
         client.close()
