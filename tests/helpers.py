@@ -156,3 +156,13 @@ def router_result(result: Any) -> dict[str, Any]:
         "cost": float(result.as_numpy("cost")[0]),
         "route": json.loads(result.as_numpy("route")[0]),
     }
+
+
+def export_tiny_tier(work: Path) -> Path:
+    """tier_small's tiny stand-in built into work/hf and exported into work/repo; returns its model folder."""
+    from router_export.tiers import ExportOptions, export_tier
+    from router_export.tiny_tiers import TINY_TIERS, build_hf_model
+
+    build_hf_model(TINY_TIERS[0], work / "hf")
+    (work / "repo").mkdir()
+    return export_tier(work / "hf", ExportOptions(tier="tier_small", model_repository=work / "repo"))

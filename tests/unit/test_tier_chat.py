@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import export_tiny_tier
 from llm_router.protocol import CONTEXT_MARKER
 from llm_router.tier.chat import ChatInputError, ChatTemplate, parse_messages, plain_conversation
 from llm_router.tier.generation import GenerationInputError, Generator, SamplingParams
-from router_export.tiers import ExportOptions, export_tier
-from router_export.tiny_tiers import TINY_TIERS, build_hf_model
 
 # A ChatML-like template written for these tests: BOS first (the pitfall: the tiny tokenizer adds BOS itself too),
 # the tiny vocabulary's <s>/</s> as turn markers, raise_exception, loop controls and the generation tag.
@@ -48,11 +47,7 @@ CONVERSATIONS = [
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small tiny tier, exported once (its HF source dir is `<dir>/hf`)."""
-    work = tmp_path_factory.mktemp("chat")
-    build_hf_model(TINY_TIERS[0], work / "hf")
-    repo = work / "repo"
-    repo.mkdir()
-    return export_tier(work / "hf", ExportOptions(tier="tier_small", model_repository=repo))
+    return export_tiny_tier(tmp_path_factory.mktemp("chat"))
 
 
 def with_template(source: Path, target: Path, template: str, as_file: bool = False) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import export_tiny_tier
 from llm_router.tier.generation import (
     DecodeBatch,
     GenerationRequest,
@@ -26,8 +27,6 @@ from llm_router.tier.generation import (
     SchedulerStopped,
     TokenEvent,
 )
-from router_export.tiers import ExportOptions, export_tier
-from router_export.tiny_tiers import TINY_TIERS, build_hf_model
 
 PROMPTS = [
     "Hello world, what is the capital of France?",
@@ -41,11 +40,7 @@ TIMEOUT_S = 60
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny tier's exported model folder (no chat template)."""
-    work = tmp_path_factory.mktemp("sched")
-    build_hf_model(TINY_TIERS[0], work / "hf")
-    repo = work / "repo"
-    repo.mkdir()
-    return export_tier(work / "hf", ExportOptions(tier="tier_small", model_repository=repo))
+    return export_tiny_tier(tmp_path_factory.mktemp("sched"))
 
 
 @pytest.fixture(scope="module")

@@ -118,25 +118,25 @@ class GenerationResult:
         return len(self.token_ids)
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log_softmax over the last axis, in float32."""
-    logits = logits.astype(np.float32, copy=False)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def log_normalizers(logits: np.ndarray) -> np.ndarray:
-    """logsumexp of each row of [B, V] logits (float32): a token's log-prob is its logit minus its row's value."""
+    """logsumexp over the last axis (float32): a token's log-prob is its logit minus its row's value."""
+    logits = logits.astype(np.float32, copy=False)
     top = logits.max(axis=-1, keepdims=True)
     return top[..., 0] + np.log(np.exp(logits - top).sum(axis=-1))
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log_softmax over the last axis, in float32."""
+    logits = logits.astype(np.float32, copy=False)
+    return logits - log_normalizers(logits)[..., None]
+
+
 def choose_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> tuple[int, float]:
     """Pick the next token from one row of logits; returns (token, its log-prob under the raw model)."""
-    logprobs = log_softmax(logits)
+    normalizer = float(log_normalizers(logits))  # only the chosen token's log-prob is needed
     if params.greedy:
         token = int(np.argmax(logits))
-        return token, float(logprobs[token])
+        return token, float(logits[token]) - normalizer
     scores = logits.astype(np.float64) / params.temperature
     if 0 < params.top_k < scores.size:
         kth = np.partition(scores, -params.top_k)[-params.top_k]
@@ -152,7 +152,7 @@ def choose_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
         probs = np.where(mask, probs, 0.0)
         probs /= probs.sum()
     token = int(rng.choice(probs.size, p=probs))
-    return token, float(logprobs[token])
+    return token, float(logits[token]) - normalizer
 
 
 class TextAssembler:
@@ -592,11 +592,7 @@ class DecodeBatch:
         keep = yield from self._choose(rows, logits)
         if not keep:
             return
-        selected = np.array(keep)
-        attention = attention[selected]
-        start = _first_used_column(attention)
-        present = self.decoder.select_rows(present, selected, start) if len(keep) < len(rows) or start else present
-        attention = attention[:, start:]
+        present, attention = self._kept(present, attention, keep)
         rows = [rows[i] for i in keep]
         if not self.rows:
             self.rows, self.past, self.attention = rows, present, attention
@@ -625,12 +621,18 @@ class DecodeBatch:
         if not keep:
             self.rows, self.past, self.attention = [], None, np.zeros((0, 0), dtype=np.int64)
             return
-        selected = np.array(keep)
-        attention = self.attention[selected]
-        start = _first_used_column(attention)
-        self.past = self.decoder.select_rows(self.past, selected, start)
-        self.attention = attention[:, start:]
+        self.past, self.attention = self._kept(self.past, self.attention, keep)
         self.rows = [self.rows[i] for i in keep]
+
+    def _kept(self, past: dict, attention: np.ndarray, keep: list[int]) -> tuple[dict, np.ndarray]:
+        """The cache and mask of the rows `keep`, without the columns that are padding for every one of them."""
+        selected = np.array(keep)
+        dropped_rows = len(keep) < attention.shape[0]
+        attention = attention[selected]
+        start = _first_used_column(attention)
+        if dropped_rows or start:
+            past = self.decoder.select_rows(past, selected, start)
+        return past, attention[:, start:]
 
     def _choose(self, rows: list[_Row], logits: np.ndarray) -> Iterator[tuple[Any, TokenEvent]]:
         """Pick each row's token and yield its event; returns the indexes (into rows) of the rows that go on."""
