@@ -28,6 +28,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip; \
 	echo "setup: installing the pinned packages into $(VENV) (Triton server wheel, torch CPU, onnxruntime, ...; a few minutes the first time, quiet while pip works)"; \
 	$(PY) -m pip install -q -c constraints.txt -e '.[export,frontend,bench,calibrate,test]'; \
+	if [ ! -x $(VENV)/bin/promtool ] && ! command -v promtool >/dev/null; then \
+	  echo "setup: extracting promtool from Debian's prometheus package into $(VENV)/bin (the alert-rule tests run it)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  tmp=$$(mktemp -d); \
+	  if (cd $$tmp && { apt-get download -qq prometheus 2>/dev/null || { $$SUDO apt-get update -qq && apt-get download -qq prometheus; }; }) \
+	    && dpkg-deb --fsys-tarfile $$tmp/prometheus_*.deb | tar -xO ./usr/bin/promtool > $(VENV)/bin/promtool; then \
+	    chmod +x $(VENV)/bin/promtool; \
+	  else rm -f $(VENV)/bin/promtool; echo "setup: promtool not available (the promtool rule tests will skip)"; fi; \
+	  rm -rf $$tmp; \
+	fi; \
 	echo "setup: done"; \
 	touch $(STAMP)
 

@@ -2,7 +2,9 @@
 
 One source: the chart. This script
 1. copies the routing policy (model_repository/router/<version>/policy.yaml) into the chart's files/policy.yaml, so
-   the tiers the chart deploys are the policy's tiers;
+   the tiers the chart deploys are the policy's tiers; writes the drift alarm rules built from the constants of
+   llm_router.core.drift to docker/prometheus/rules/router-drift.yml and the chart's files/router-drift-rules.yaml
+   (its PrometheusRule includes them);
 2. renders the chart offline for each layout with its ci values file (helm_python, the Helm SDK of the PyPI package
    helm-python-sdk; or a `helm` binary on PATH) as release `llm-router` in namespace `llm-router`;
 3. writes the objects that every layout renders identically to deploy/k8s/base and the rest of each layout to
@@ -30,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "triton-llm-router"
 KUSTOMIZE = ROOT / "deploy" / "k8s"
 POLICY = ROOT / "model_repository" / "router" / "1" / "policy.yaml"
+DRIFT_RULES = ROOT / "docker" / "prometheus" / "rules" / "router-drift.yml"
+CHART_DRIFT_RULES = CHART / "files" / "router-drift-rules.yaml"
 RELEASE = "llm-router"
 NAMESPACE = "llm-router"
 # layout (overlay name) -> the chart's ci values file that renders it
@@ -106,9 +110,19 @@ def _kustomization(resources: Iterable[str], source: str) -> str:
     return _dump(body, source)
 
 
+def drift_rules() -> str:
+    """The Prometheus rules of the drift alarms (llm_router.core.drift, importable from python_backend)."""
+    if str(ROOT / "python_backend") not in sys.path:
+        sys.path.insert(0, str(ROOT / "python_backend"))
+    from llm_router.core.drift import rules_yaml
+
+    return rules_yaml()
+
+
 def expected_files() -> dict[Path, str]:
-    """Every file of deploy/k8s (and the chart's policy copy) as this script writes it."""
+    """Every file of deploy/k8s (and the chart's policy and drift rules copies) as this script writes it."""
     files: dict[Path, str] = {CHART / "files" / "policy.yaml": POLICY.read_text(encoding="utf-8")}
+    files[DRIFT_RULES] = files[CHART_DRIFT_RULES] = drift_rules()
     rendered = {layout: render_layout(layout) for layout in LAYOUTS}
     by_key = {layout: {object_key(o): o for o in objs} for layout, objs in rendered.items()}
     first = next(iter(LAYOUTS))
@@ -152,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.check:  # the chart renders its files/policy.yaml: copy the policy first so one run is enough
         (CHART / "files" / "policy.yaml").write_text(POLICY.read_text(encoding="utf-8"), encoding="utf-8")
+        CHART_DRIFT_RULES.write_text(drift_rules(), encoding="utf-8")
     try:
         files = expected_files()
     except RenderError as exc:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import queue
+import random
 import threading
 import time
 import urllib.request
@@ -36,6 +37,33 @@ TIER_PRICES = {
 def policy_tier(name: str, deadline_s: float, max_tokens: int = 64, **extra: Any) -> dict[str, Any]:
     """One `tiers:` entry of a policy, priced as in TIER_PRICES; `extra` keys follow the required ones."""
     return {"name": name, **TIER_PRICES[name], "max_tokens": max_tokens, "deadline_s": deadline_s, **extra}
+
+
+# -- outcome logs -----------------------------------------------------------------------------------------------------
+OUTCOME_LOG_TIERS = [("tier_small", 0.0002), ("tier_medium", 0.0012), ("tier_large", 0.015)]  # (tier, USD per call x10)
+
+
+def write_outcome_log(path: Path, prompts: int = 120, seed: int = 0, shift: float = 0.0) -> Path:
+    """A synthetic outcome log in the documented format: larger tiers are right more often, confident answers are
+    right; `shift` makes the two cheaper tiers wrong (and so unconfident) more often, as harder traffic would."""
+    rng = random.Random(seed)
+    with open(path, "w") as out:
+        for pid in range(prompts):
+            for pos, (tier, price) in enumerate(OUTCOME_LOG_TIERS):
+                correct = rng.random() < (0.55 - shift, 0.75 - shift, 0.9)[pos]
+                confidence = -rng.uniform(0.0, 0.5) if correct else -rng.uniform(0.4, 3.0)
+                row = {
+                    "prompt_id": f"p{pid}",
+                    "tier": tier,
+                    "tier_pos": pos,
+                    "correct": correct,
+                    "confidence": round(confidence, 4),
+                    "cost_usd": price * 0.1,
+                    "tokens_in": 50,
+                    "tokens_out": 50,
+                }
+                out.write(json.dumps(row) + "\n")
+    return path
 
 
 # -- local Triton servers ---------------------------------------------------------------------------------------------

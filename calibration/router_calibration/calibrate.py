@@ -103,6 +103,8 @@ def calibrate(
     The report's top level is `method`'s result (and its `Selection` under "selection"); the other two methods'
     results are under their names."""
     for log in (calib, evaluation):
+        if log is not None:
+            log.require_labels()
         if log is not None and not log.complete:
             raise OutcomeLogError(f"{log.name}: every tier must have an OK row for every prompt to calibrate")
     if evaluation is not None and evaluation.tiers != calib.tiers:

@@ -4,6 +4,10 @@
     router-calibrate [fit] --calib FILE --split-by-prompt 0.5 --benchmark mmlu --chain llama ...
     router-calibrate report-pairs [FILE] [--repeats 20] [--method fst] [--plot PNG] [--json]
     router-calibrate peek-bound [FILE] [--levels 0.95 0.96 0.97 0.98] [--repeats 20] [--json]
+    router-calibrate join-labels --records DIR_OR_FILE... --labels FEEDBACK.jsonl --out LABELLED.jsonl
+    router-calibrate drift-check --policy POLICY.yaml --log RECENT_LOG [--window 100] [--json]
+    router-calibrate [fit] --calib OLD_LOG --recent RECENT_LOG [--eval FILE] [--prior N] [--policy-out DIR] [--json]
+    router-calibrate drift-drill [FILE] [--recent-n 100] [--repeats 10] [--shift unsure|length|none] [--json]
 
 `fit` is the default command. Every figure for the fitted policy comes from replaying it with the router's own
 `decide()`. The library: router_calibration.calibrate, .report, .plots, .versioning.
@@ -15,9 +19,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from llm_router.core.policy import PolicyError
+from llm_router.core.policy import PolicyError, load_policy
 
+from router_calibration import drill, recent
 from router_calibration.calibrate import METHODS, calibrate
+from router_calibration.drift import format_alarms, replay_alarms, rules_summary
+from router_calibration.labels import add_parser as add_join_labels
+from router_calibration.labels import run as join_labels
 from router_calibration.logs import OutcomeLogError, load_log
 from router_calibration.plots import plot_report
 from router_calibration.report import (
@@ -32,7 +40,7 @@ from router_calibration.report import (
 )
 from router_calibration.versioning import parse_tier_map, write_policy_version
 
-COMMANDS = ("fit", "report-pairs", "peek-bound")
+COMMANDS = ("fit", "report-pairs", "peek-bound", "drift-check", "join-labels", "drift-drill")
 REMOVED_FLAGS = {"--report-pairs": "report-pairs", "--peek-bound": "peek-bound"}
 
 
@@ -62,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog="Without a command, `fit` is run: `router-calibrate --calib FILE ...` = `router-calibrate fit ...`.",
     )
-    sub = p.add_subparsers(dest="command", metavar="{fit,report-pairs,peek-bound}")
+    sub = p.add_subparsers(dest="command", metavar="{fit,report-pairs,peek-bound,drift-check,join-labels,drift-drill}")
     fit = sub.add_parser("fit", help="fit on --calib, evaluate on --eval (the default command)")
     fit.add_argument("--calib", type=Path, required=True, help="calibration outcome log (CSV, CSV.GZ, JSONL, ...)")
     fit.add_argument("--eval", type=Path, help="evaluation outcome log (default: the other part of --split-by-prompt)")
@@ -82,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="router model directory: writes DIR/<latest+1>/policy.yaml (+ model.py of the latest)",
     )
     fit.add_argument("--tier-map", help="LOG_TIER=ROUTER_TIER,... names in the written policy")
+    recent.add_arguments(fit)
     _fitting(fit)
     _common(fit)
 
@@ -103,6 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     peek.add_argument("--repeats", type=int, default=1, help="random splits (default 1)")
     _common(peek)
+
+    drift = sub.add_parser("drift-check", help="replay a recent log through a policy: would its drift alarms fire?")
+    drift.add_argument("--policy", type=Path, required=True, help="policy file with a fitted band (`fitted`)")
+    drift.add_argument("--log", type=Path, required=True, help="recent outcome log, in arrival order")
+    drift.add_argument("--window", type=int, default=100, help="prompts per sliding window (default 100)")
+    drift.add_argument("--step", type=int, help="prompts the window moves each time (default window/10)")
+    drift.add_argument("--format", default="auto", choices=["auto", "outcomes", "routellm", "routerbench"])
+    drift.add_argument("--benchmark", help="keep only rows of this benchmark")
+    drift.add_argument("--chain", help="keep only rows of this chain")
+    drift.add_argument("--tier-map", help="LOG_TIER=ROUTER_TIER,... when the policy names tiers as the router does")
+    drift.add_argument("--json", action="store_true", help="print one JSON object")
+    add_join_labels(sub)
+    drill.add_parser(sub)
     return p
 
 
@@ -123,14 +145,36 @@ def _with_command(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_with_command(list(sys.argv[1:] if argv is None else argv)))
     try:
-        if not 0 < args.target_quality <= 2:
+        if not 0 < getattr(args, "target_quality", 1.0) <= 2:
             raise ValueError(f"--target-quality must be in (0, 2], got {args.target_quality}")
-        lines = {"fit": _fit, "report-pairs": _report_pairs, "peek-bound": _peek_bound}[args.command](args)
+        commands = {"fit": _fit, "report-pairs": _report_pairs, "peek-bound": _peek_bound, "drift-check": _drift_check}
+        commands["join-labels"] = join_labels
+        commands["drift-drill"] = drill.run
+        lines = commands[args.command](args)
     except (OutcomeLogError, PolicyError, ValueError, OSError) as exc:
         print(f"router-calibrate: error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(lines))
     return 0
+
+
+def _drift_check(args: argparse.Namespace) -> list[str]:
+    policy = load_policy(args.policy)
+    log = load_log(args.log, args.format, args.benchmark, args.chain)
+    alarms = replay_alarms(policy, log, args.window, args.step, parse_tier_map(args.tier_map))
+    if not args.json:
+        return format_alarms(alarms, policy, log, args.window)
+    report = {
+        "log": log.name,
+        "prompts": log.n,
+        "window": args.window,
+        "policy_version": policy.version,
+        "fitted": policy.to_dict().get("fitted"),
+        "rules": rules_summary(),
+        "fired": bool(alarms),
+        "alarms": [a.to_dict() for a in alarms],
+    }
+    return [to_json(report)]
 
 
 def _peek_bound(args: argparse.Namespace) -> list[str]:
@@ -155,6 +199,9 @@ def _report_pairs(args: argparse.Namespace) -> list[str]:
 
 
 def _fit(args: argparse.Namespace) -> list[str]:
+    if args.recent is not None:  # recalibrate from a recent sample, --calib as the prior (recent.py)
+        report = recent.run_fit(args)
+        return [to_json(report)] if args.json else recent.format_fit(report)
     calib = load_log(args.calib, args.format, args.benchmark, args.chain)
     if args.eval is not None:
         evaluation = load_log(args.eval, args.format, args.benchmark, args.chain)

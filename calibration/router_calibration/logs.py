@@ -59,7 +59,9 @@ _RULES = {
 
 class OutcomeRow(BaseModel):
     """One row of an outcome log (one prompt, one tier) under its canonical names; the aliases are those of
-    OUTCOME_LOG_FORMAT.md. Empty cells count as absent; unknown numbers are NaN."""
+    OUTCOME_LOG_FORMAT.md. Empty cells count as absent; unknown numbers are NaN. A row without `correct`/`score` is
+    unlabelled (score NaN, e.g. the router's live records): replay reads it, fitting refuses it
+    (`OutcomeLog.require_labels`)."""
 
     model_config = ConfigDict(frozen=True, coerce_numbers_to_str=True)
 
@@ -67,7 +69,7 @@ class OutcomeRow(BaseModel):
     prompt: str | None = _column("prompt", "text", "text_input", default=None)
     tier: str = _column("tier", "tier_model", "model")
     tier_pos: int | None = _column("tier_pos", "tier_position", default=None, ge=0)
-    score: Number = _column("score", "correct")
+    score: Number = _column("score", "correct", default=math.nan)
     confidence: Number = _column("confidence", "confidence_log", default=math.nan)
     cost_usd: Number = _column("cost_usd", "cost", ge=0)
     tokens_in: Number = _column("tokens_in", "input_tokens", default=math.nan)
@@ -91,7 +93,7 @@ class OutcomeRow(BaseModel):
 
     @model_validator(mode="after")
     def _in_range(self) -> OutcomeRow:
-        if self.outcome == "ok" and not 0.0 <= self.score <= 1.0:
+        if self.outcome == "ok" and not math.isnan(self.score) and not 0.0 <= self.score <= 1.0:
             raise ValueError(f"score/correct must be in [0, 1], got {self.score!r}")
         if self.confidence > 1e-9:
             raise ValueError(f"confidence is log-scale and must be <= 0, got {self.confidence!r}")
@@ -157,6 +159,11 @@ def iter_raw_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
 def read_outcome_rows(path: str | Path) -> list[OutcomeRow]:
     """Canonical rows of a file in the outcome-log format (this is also the llm_cascades_train.csv.gz shape)."""
     path = Path(path)
+    if path.is_dir():  # e.g. the router's live records: every JSONL file of the directory, rotated ones included
+        raws = [raw for f in record_files(path) for raw in iter_raw_rows(f)]
+        if all(isinstance(raw.get("time"), str) for _, raw in raws):
+            raws.sort(key=lambda item: item[1]["time"])  # arrival order across files (ISO UTC times sort as text)
+        return [OutcomeRow.from_raw(raw, where) for where, raw in raws]
     with open(path, "rb") as fh:
         head = fh.read(4096)
     if path.suffix == ".gz":
@@ -165,6 +172,24 @@ def read_outcome_rows(path: str | Path) -> list[OutcomeRow]:
     if "|total_cost" in first_line:
         return read_routerbench_wide(path)
     return [OutcomeRow.from_raw(raw, where) for where, raw in iter_raw_rows(path)]
+
+
+_ROTATED = re.compile(r"^(?P<base>.*?)(?:\.(?P<n>\d+))?\.jsonl(?:\.gz)?$")
+
+
+def record_files(directory: str | Path) -> list[Path]:
+    """The JSONL (and JSONL.GZ) files of a directory, oldest first: by name, a rotated file `x.<n>.jsonl` before
+    `x.<n-1>.jsonl` and `x.jsonl` (the router's records, router/records.py); OutcomeLogError when there is none."""
+    files = [p for p in Path(directory).iterdir() if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz"))]
+    if not files:
+        raise OutcomeLogError(f"{directory}: no .jsonl files")
+
+    def age(path: Path) -> tuple[str, int]:
+        match = _ROTATED.match(path.name)
+        assert match is not None  # every name ends with .jsonl or .jsonl.gz
+        return match["base"], -int(match["n"] or 0)
+
+    return sorted(files, key=age)
 
 
 # -- RouteLLM ------------------------------------------------------------------------------------------------
@@ -252,7 +277,8 @@ def read_any(path: str | Path, fmt: str = "auto") -> list[OutcomeRow]:
     path = Path(path)
     if fmt == "auto":
         if path.is_dir():
-            fmt = "routellm"
+            jsonl = any(p.name.endswith((".jsonl", ".jsonl.gz")) for p in path.iterdir())
+            fmt = "outcomes" if jsonl else "routellm"
         else:
             header = next(iter_raw_rows(path), ("", {}))[1]
             if any(k.endswith("|total_cost") for k in header):
@@ -321,6 +347,19 @@ class OutcomeLog:
             intents=[self.intents[i] for i in idx] if self.intents else [],
             difficulty=None if self.difficulty is None else self.difficulty[idx],
         )
+
+    @property
+    def unlabelled(self) -> int:
+        """OK rows without a `correct`/`score` label."""
+        return int((self.ok & np.isnan(self.score)).sum())
+
+    def require_labels(self) -> None:
+        """OutcomeLogError naming the missing column when an OK row has no label (fitting needs every one)."""
+        if self.unlabelled:
+            raise OutcomeLogError(
+                f"{self.name}: {self.unlabelled} OK row(s) have no `correct`/`score` column (unlabelled, e.g. live "
+                "outcome records): fitting needs labels; add them with `router-calibrate join-labels`"
+            )
 
     def split_indices(self, fraction: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Prompt indices of a random split: (first part, the rest), each sorted."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from llm_router.core.decide import Attempt, Classification, DecisionKind, Overrides, decide
+from llm_router.core.decide import Attempt, Classification, Decision, DecisionKind, Overrides, decide
 from llm_router.core.policy import INTENTS, Policy, parse_policy
 
 from router_calibration.logs import OutcomeLog
@@ -102,6 +102,43 @@ def _classification(log: OutcomeLog, i: int) -> Classification | None:
     return Classification(intent or "", {}, difficulty)
 
 
+def route_prompt(
+    policy: Policy,
+    log: OutcomeLog,
+    i: int,
+    overrides: Overrides | None = None,
+    simulate_deadlines: bool = False,
+    use_classifier: bool = True,
+) -> tuple[list[Attempt], list[Decision]]:
+    """Route prompt `i` of `log` as the router would: its attempts, and the decisions taken (decision k called
+    attempt k; the last one is the final ACCEPT or FAIL). See `replay` for how the log answers each call."""
+    col = {t: log.tiers.index(t) for t in log.tiers}
+    cls = _classification(log, i) if use_classifier else None
+    attempts: list[Attempt] = []
+    decisions: list[Decision] = []
+    while (d := decide(policy, cls, attempts, overrides)).kind is DecisionKind.CALL:
+        decisions.append(d)
+        j = col[d.tier]
+        tin, tout = log.tokens_in[i, j], log.tokens_out[i, j]
+        common = {
+            "input_tokens": 0 if math.isnan(tin) else int(tin),
+            "output_tokens": 0 if math.isnan(tout) else int(tout),
+            "latency_ms": 0.0 if math.isnan(log.latency_ms[i, j]) else float(log.latency_ms[i, j]),
+            "cost": 0.0 if math.isnan(log.cost[i, j]) else float(log.cost[i, j]),
+        }
+        late = simulate_deadlines and common["latency_ms"] > policy.tier(d.tier).deadline_s * 1000
+        if not log.ok[i, j]:
+            why = "no row in log" if log.outcome[i, j] == "missing" else f"logged {log.outcome[i, j]}"
+            outcome = "timeout" if log.outcome[i, j] == "timeout" else "error"
+            attempts.append(Attempt(d.tier, outcome, error=why, **common))
+        elif late:
+            attempts.append(Attempt(d.tier, "timeout", error="logged latency > deadline_s", **common))
+        else:
+            attempts.append(Attempt(d.tier, "ok", confidence=float(log.confidence[i, j]), **common))
+    decisions.append(d)
+    return attempts, decisions
+
+
 def replay(
     policy: Policy,
     log: OutcomeLog,
@@ -129,31 +166,14 @@ def replay(
     calls = np.zeros((n, nt), dtype=bool)
     wasted = np.zeros(n)
     for i in range(n):
-        cls = _classification(log, i) if use_classifier else None
-        attempts: list[Attempt] = []
-        while (d := decide(policy, cls, attempts, overrides)).kind is DecisionKind.CALL:
-            j = col[d.tier]
-            calls[i, j] = True
-            if d.step == "escalate":
+        attempts, decisions = route_prompt(policy, log, i, overrides, simulate_deadlines, use_classifier)
+        d = decisions[-1]
+        for step, attempt in zip(decisions, attempts, strict=False):
+            calls[i, col[attempt.tier]] = True
+            if step.step == "escalate":
                 esc[i] += 1
-            elif d.step == "fallback":
+            elif step.step == "fallback":
                 fb[i] += 1
-            tin, tout = log.tokens_in[i, j], log.tokens_out[i, j]
-            common = {
-                "input_tokens": 0 if math.isnan(tin) else int(tin),
-                "output_tokens": 0 if math.isnan(tout) else int(tout),
-                "latency_ms": 0.0 if math.isnan(log.latency_ms[i, j]) else float(log.latency_ms[i, j]),
-                "cost": 0.0 if math.isnan(log.cost[i, j]) else float(log.cost[i, j]),
-            }
-            late = simulate_deadlines and common["latency_ms"] > policy.tier(d.tier).deadline_s * 1000
-            if not log.ok[i, j]:
-                why = "no row in log" if log.outcome[i, j] == "missing" else f"logged {log.outcome[i, j]}"
-                outcome = "timeout" if log.outcome[i, j] == "timeout" else "error"
-                attempts.append(Attempt(d.tier, outcome, error=why, **common))
-            elif late:
-                attempts.append(Attempt(d.tier, "timeout", error="logged latency > deadline_s", **common))
-            else:
-                attempts.append(Attempt(d.tier, "ok", confidence=float(log.confidence[i, j]), **common))
         cost[i] = sum(a.cost or 0.0 for a in attempts)
         if d.kind is DecisionKind.ACCEPT:
             j = col[d.tier]
@@ -295,6 +315,8 @@ def unmap_policy(policy: Policy, tier_map: dict[str, str]) -> Policy:
         t["name"] = back.get(t["name"], t["name"])
     data["start_tier_by_intent"] = {k: back.get(v, v) for k, v in data["start_tier_by_intent"].items()}
     data["default_start_tier"] = back.get(data["default_start_tier"], data["default_start_tier"])
+    if "fitted" in data:
+        data["fitted"] = {back.get(k, k): v for k, v in data["fitted"].items()}
     if "difficulty_rule" in data:
         data["difficulty_rule"]["min_tier"] = back.get(
             data["difficulty_rule"]["min_tier"], data["difficulty_rule"]["min_tier"]

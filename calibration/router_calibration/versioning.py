@@ -10,6 +10,7 @@ from pathlib import Path
 from llm_router.core.policy import load_policy, write_policy
 
 from router_calibration.calibrate import fitted_policy
+from router_calibration.drift import with_band
 from router_calibration.fit import Selection
 from router_calibration.logs import OutcomeLog
 
@@ -33,10 +34,16 @@ def parse_tier_map(text: str | None) -> dict[str, str]:
 
 
 def write_policy_version(
-    model_dir: Path, sel: Selection, calib: OutcomeLog, tier_map: Mapping[str, str], header: str
+    model_dir: Path,
+    sel: Selection,
+    calib: OutcomeLog,
+    tier_map: Mapping[str, str],
+    header: str,
+    band_log: OutcomeLog | None = None,
 ) -> Path:
     """DIR/<latest+1>/policy.yaml (+ a copy of the latest version's model.py); the base policy's tier specs
-    are reused for tiers it has (after `tier_map`). Returns the new version's folder."""
+    are reused for tiers it has (after `tier_map`); `fitted` is the band replay gives on `band_log` (default `calib`:
+    the traffic the alarms should expect). Returns the new version's folder."""
     model_dir.mkdir(parents=True, exist_ok=True)
     found = versions(model_dir)
     latest = model_dir / str(found[-1]) if found else None
@@ -44,7 +51,9 @@ def write_policy_version(
     if latest is not None and (latest / "policy.yaml").is_file():
         base = load_policy(latest / "policy.yaml")
     new_version = (found[-1] + 1) if found else 1
+    # the band of the drift alarms: what the policy does on the log it was fitted on (router_calibration.drift)
     policy = fitted_policy(sel, calib, base, tier_map, version=new_version)
+    policy = with_band(policy, band_log if band_log is not None else calib, tier_map)
     out = model_dir / str(new_version)
     out.mkdir()
     try:

@@ -169,13 +169,19 @@ class RequestArgs(TypedDict, total=False):
     max_tokens: int | None  # answer length cap (the policy caps it per tier too)
     options: RouteOptions | None  # per-request routing overrides
     messages: Messages | None  # an OpenAI-style conversation instead of a prompt (see build_inputs)
+    request_id: str | None  # the Triton request id: the route trace's request_id and the outcome records' prompt_id
 
 
 def _request(
-    prompt: str, max_tokens: int | None = None, options: RouteOptions | None = None, messages: Messages | None = None
-) -> tuple[list[grpcclient.InferInput], dict[str, str | float | bool]]:
-    """One route/stream call's input tensors and request parameters (RequestArgs are its keyword arguments)."""
-    return build_inputs(prompt, max_tokens, messages), (options or RouteOptions()).parameters()
+    prompt: str,
+    max_tokens: int | None = None,
+    options: RouteOptions | None = None,
+    messages: Messages | None = None,
+    request_id: str | None = None,
+) -> tuple[list[grpcclient.InferInput], dict[str, str | float | bool], str]:
+    """One route/stream call's input tensors, request parameters and request id ("": the router makes one up)
+    (RequestArgs are its keyword arguments)."""
+    return build_inputs(prompt, max_tokens, messages), (options or RouteOptions()).parameters(), request_id or ""
 
 
 @contextlib.contextmanager
@@ -367,17 +373,19 @@ class RouterClient(_Connection):
     def route(self, prompt: str = "", *, model: str = ROUTER_MODEL, **request: Unpack[RequestArgs]) -> RouterResult:
         """One unary call to `router`: a `prompt`, or `messages` (an OpenAI-style conversation, rendered by the tiers
         with their chat templates; the router must declare the `messages` input); see RequestArgs."""
-        inputs, parameters = _request(prompt, **request)
+        inputs, parameters, request_id = _request(prompt, **request)
         started = time.perf_counter()
         with _server_errors():
-            result = self._client.infer(model, inputs, parameters=parameters or None, client_timeout=self.timeout_s)
+            result = self._client.infer(
+                model, inputs, parameters=parameters or None, client_timeout=self.timeout_s, request_id=request_id
+            )
         return _with_latency(decode_result(_outputs_of(result)), started)
 
     def stream(
         self, prompt: str = "", *, model: str = ROUTER_STREAM_MODEL, **request: Unpack[RequestArgs]
     ) -> Iterator[StreamEvent]:
         """Call `router_stream`: yields StreamDelta events as they arrive, then the RouterResult."""
-        inputs, parameters = _request(prompt, **request)
+        inputs, parameters, request_id = _request(prompt, **request)
         responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
         started = time.perf_counter()
         with self._stream_lock:
@@ -388,7 +396,11 @@ class RouterClient(_Connection):
                     stream_timeout=self.timeout_s,
                 )
                 self._client.async_stream_infer(
-                    model, inputs, parameters=parameters or None, enable_empty_final_response=True
+                    model,
+                    inputs,
+                    parameters=parameters or None,
+                    enable_empty_final_response=True,
+                    request_id=request_id,
                 )
                 assembler = StreamAssembler()
                 while True:
@@ -480,11 +492,11 @@ class AsyncRouterClient(_Connection):
         self, prompt: str = "", *, model: str = ROUTER_MODEL, **request: Unpack[RequestArgs]
     ) -> RouterResult:
         """As RouterClient.route."""
-        inputs, parameters = _request(prompt, **request)
+        inputs, parameters, request_id = _request(prompt, **request)
         started = time.perf_counter()
         with _server_errors():
             result = await self._client.infer(
-                model, inputs, parameters=parameters or None, client_timeout=self.timeout_s
+                model, inputs, parameters=parameters or None, client_timeout=self.timeout_s, request_id=request_id
             )
         return _with_latency(decode_result(_outputs_of(result)), started)
 
@@ -492,10 +504,10 @@ class AsyncRouterClient(_Connection):
         self, prompt: str = "", *, model: str = ROUTER_STREAM_MODEL, **request: Unpack[RequestArgs]
     ) -> AsyncIterator[StreamEvent]:
         """Call `router_stream`: yields StreamDelta events as they arrive, then the RouterResult."""
-        inputs, parameters = _request(prompt, **request)
+        inputs, parameters, request_id = _request(prompt, **request)
         started = time.perf_counter()
         assembler = StreamAssembler()
-        call = {"model_name": model, "inputs": inputs, "parameters": parameters}
+        call = {"model_name": model, "inputs": inputs, "parameters": parameters, "request_id": request_id}
         results = stream_results(self._client, call, timeout_s=self.timeout_s)
         try:
             async with contextlib.aclosing(results):

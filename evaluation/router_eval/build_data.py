@@ -3,9 +3,12 @@
 - NQ-open (``qa/nq_open/NQ-open.dev.jsonl``): real search questions with their accepted answers, grader
   ``contains`` (normalised containment of any accepted answer, NQ-open's usual grading). The question is asked
   as ``Answer in a few words: <question>?``.
-- T0 templates (``intent/t0_templates/``): sentiment and news-topic classification templates whose
-  ``completion`` is one label of a small set named in the prompt, grader ``choice``. The label sets are the ones
-  each template's prompt offers (TEMPLATES below); files whose sampled labels are all one class are not used.
+- T0 templates (``intent/t0_templates/``): label templates whose ``completion`` is one label of a small set the
+  prompt offers, grader ``choice``. ``basic`` (TEMPLATES): sentiment and news topic; ``wide`` (WIDE_TEMPLATES) adds
+  yes/no product reviews, paraphrase and duplicate questions (MRPC, QQP, PAWS), answer checks (QASC, Social IQa)
+  and 1-5 review ratings. Files whose sampled labels are all one class are not used.
+- ``exclude``: ids already in other row files or outcome logs (``id`` or ``prompt_id``) are skipped, so a second
+  set (another seed) holds only new prompts.
 
 Nothing from ../shared/data may be committed: write the output under artifacts/ (ignored by git).
 """
@@ -31,6 +34,28 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "ag_news_classify_with_choices.jsonl": ("World politics", "Sports", "Business", "Science and technology"),
     "ag_news_which_section_choices.jsonl": ("World News", "Sports", "Business", "Science and Technology"),
 }
+_YES_NO = ("Yes", "No")
+# more kinds of label task (the labels each prompt names or asks for); letter-choice templates are left out: the
+# SQuAD normalisation removes "a" as an article
+WIDE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    **TEMPLATES,
+    "ag_news_classify_with_choices_question_first.jsonl": (
+        "World politics", "Sports", "Business", "Science and technology",
+    ),
+    "amazon_polarity_Is_this_product_review_positive.jsonl": _YES_NO,
+    "amazon_polarity_User_recommend_this_product.jsonl": _YES_NO,
+    "amazon_polarity_flattering_or_not.jsonl": ("flattering", "unflattering"),
+    "glue_mrpc_equivalent.jsonl": ("equivalent", "not equivalent"),
+    "glue_mrpc_same_thing.jsonl": _YES_NO,
+    "glue_qqp_duplicate.jsonl": _YES_NO,
+    "glue_qqp_meaning.jsonl": _YES_NO,
+    "paws_labeled_final_PAWS_ANLI_GPT3.jsonl": ("True", "False"),
+    "paws_labeled_final_Meaning.jsonl": _YES_NO,
+    "qasc_is_correct_1.jsonl": _YES_NO,
+    "social_i_qa_Check_if_a_random_answer_is_valid_or_not.jsonl": _YES_NO,
+    "app_reviews_convert_to_rating.jsonl": ("1", "2", "3", "4", "5"),
+}  # fmt: skip
+TEMPLATE_SETS = {"basic": TEMPLATES, "wide": WIDE_TEMPLATES}
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -41,11 +66,21 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def nq_rows(data_dir: Path, n: int, rng: random.Random) -> list[EvalRow]:
-    """`n` random NQ-open dev questions (grader contains)."""
+def excluded_ids(paths: list[Path]) -> set[str]:
+    """The ids (``id`` or ``prompt_id``) in row files or outcome logs (JSONL)."""
+    ids: set[str] = set()
+    for path in paths:
+        for rec in _read_jsonl(path):
+            ids.update(str(rec[k]) for k in ("id", "prompt_id") if k in rec)
+    return ids
+
+
+def nq_rows(data_dir: Path, n: int, rng: random.Random, exclude: frozenset[str] = frozenset()) -> list[EvalRow]:
+    """`n` random NQ-open dev questions (grader contains), none whose id is in `exclude`."""
     path = data_dir / NQ_FILE
     records = _read_jsonl(path)
-    picked = sorted(rng.sample(range(len(records)), min(n, len(records))))
+    usable = [i for i in range(len(records)) if f"nq-{i}" not in exclude]
+    picked = sorted(rng.sample(usable, min(n, len(usable))))
     rows = []
     for i in picked:
         rec = records[i]
@@ -61,11 +96,19 @@ def nq_rows(data_dir: Path, n: int, rng: random.Random) -> list[EvalRow]:
     return rows
 
 
-def label_rows(data_dir: Path, n: int, rng: random.Random, max_prompt_chars: int) -> list[EvalRow]:
-    """About `n` prompts spread evenly over TEMPLATES (grader choice), prompts up to `max_prompt_chars`."""
-    per_template = max(1, n // len(TEMPLATES))
+def label_rows(
+    data_dir: Path,
+    n: int,
+    rng: random.Random,
+    max_prompt_chars: int,
+    templates: dict[str, tuple[str, ...]] = TEMPLATES,
+    exclude: frozenset[str] = frozenset(),
+) -> list[EvalRow]:
+    """About `n` prompts spread evenly over `templates` (grader choice), prompts up to `max_prompt_chars`."""
+    per_template = max(1, n // len(templates))
     rows: list[EvalRow] = []
-    for name, choices in TEMPLATES.items():
+    for name, choices in templates.items():
+        stem = name.removesuffix(".jsonl")
         path = data_dir / T0_DIR / name
         records = _read_jsonl(path)
         known = {normalize(c) for c in choices}
@@ -73,12 +116,11 @@ def label_rows(data_dir: Path, n: int, rng: random.Random, max_prompt_chars: int
         for i, rec in enumerate(records):
             label = str(rec["completion"]).replace(END_OF_TEXT, "").strip()
             prompt = str(rec["prompt"]).strip()
-            if normalize(label) in known and len(prompt) <= max_prompt_chars:
+            if normalize(label) in known and len(prompt) <= max_prompt_chars and f"{stem}-{i}" not in exclude:
                 usable.append((i, prompt, label))
         picked = sorted(rng.sample(usable, min(per_template, len(usable))))
         if len({label for _, _, label in picked}) < 2:
             continue  # one class only: a constant answer would score 100%
-        stem = name.removesuffix(".jsonl")
         for i, prompt, label in picked:
             raw = {
                 "id": f"{stem}-{i}",
@@ -93,13 +135,21 @@ def label_rows(data_dir: Path, n: int, rng: random.Random, max_prompt_chars: int
 
 
 def build_dataset(
-    data_dir: Path = DEFAULT_DATA_DIR, nq: int = 100, labels: int = 200, seed: int = 0, max_prompt_chars: int = 400
+    data_dir: Path = DEFAULT_DATA_DIR,
+    nq: int = 100,
+    labels: int = 200,
+    seed: int = 0,
+    max_prompt_chars: int = 400,
+    template_set: str = "basic",
+    exclude: frozenset[str] = frozenset(),
 ) -> list[EvalRow]:
     """The labelled set: `nq` NQ-open questions and about `labels` label prompts, deterministic for `seed`."""
+    if template_set not in TEMPLATE_SETS:
+        raise EvalDataError(f"unknown template set {template_set!r} (sets: {', '.join(TEMPLATE_SETS)})")
     rng = random.Random(seed)
-    rows = nq_rows(data_dir, nq, rng) if nq > 0 else []
+    rows = nq_rows(data_dir, nq, rng, exclude) if nq > 0 else []
     if labels > 0:
-        rows += label_rows(data_dir, labels, rng, max_prompt_chars)
+        rows += label_rows(data_dir, labels, rng, max_prompt_chars, TEMPLATE_SETS[template_set], exclude)
     if not rows:
         raise EvalDataError("no rows selected (check --nq / --labels)")
     return rows

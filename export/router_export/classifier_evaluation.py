@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from llm_router.classifier.tokenization import IntentTokenizer
 
 from router_export import intent_data
 from router_export.classifier_data import (
+    ROUTELLM,
+    TIER_SMALL,
     DifficultyData,
     cascades_small_model_outcomes,
     difficulty_data,
@@ -24,7 +27,8 @@ from router_export.classifier_data import (
     intent_rows,
 )
 from router_export.classifier_encoder import DIFFICULTY_LAYERS, cached_embeddings
-from router_export.classifier_heads import ARTIFACTS, Heads
+from router_export.classifier_heads import ADAPTER, ARTIFACTS, WEIGHTS, Heads
+from router_export.classifier_lora import check_heads_fit
 from router_export.classifier_onnx import ENCODER_INT8_MODEL, ENCODER_MODEL
 
 
@@ -67,21 +71,86 @@ def plot_confusion(y_true: np.ndarray, probs: np.ndarray, path: Path, title: str
     plt.close(fig)
 
 
-def difficulty_report(diff: DifficultyData, p: np.ndarray) -> dict:
-    """AUROC of difficulty at telling wrong answers (y = 1) from right ones, overall and per benchmark."""
+def _auroc(y: np.ndarray, p: np.ndarray) -> float | None:
     from sklearn.metrics import roc_auc_score
 
-    bench = np.array(diff.test_benchmark)
+    return float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None
+
+
+def _within_benchmark_auroc(y: np.ndarray, p: np.ndarray, bench: np.ndarray) -> float | None:
+    """AUROC within each benchmark (template, family) that has both outcomes, averaged weighted by rows: how well
+    difficulty ranks prompts of one task, apart from telling hard tasks from easy ones."""
+    aucs, weights = [], []
+    for b in sorted(set(bench.tolist())):
+        auc = _auroc(y[bench == b], p[bench == b])
+        if auc is not None:
+            aucs.append(auc)
+            weights.append(int((bench == b).sum()))
+    return float(np.average(aucs, weights=weights)) if aucs else None
+
+
+def _difficulty_subset(diff: DifficultyData, p: np.ndarray, mask: np.ndarray) -> dict:
+    """n, AUROC, share wrong, the within-benchmark AUROC and the benchmark mix of the held-out rows in `mask`."""
+    y = diff.test_y[mask]
+    bench = np.array(diff.test_benchmark)[mask]
     return {
+        "n": int(mask.sum()),
+        "roc_auc": _auroc(y, p[mask]),
+        "roc_auc_within_benchmark": _within_benchmark_auroc(y, p[mask], bench),
+        "base_rate_wrong": float(y.mean()) if len(y) else None,
+        "mix": dict(Counter(bench.tolist()).most_common()),
+    }
+
+
+def difficulty_report(diff: DifficultyData, p: np.ndarray) -> dict:
+    """AUROC of difficulty at telling wrong answers (y = 1) from right ones: overall, per benchmark, and per source
+    (`tier_small`: the real tier_small's held-out graded prompts, also NQ-open only and label tasks only;
+    `routellm`: Mixtral-8x7B on MMLU/GSM8K)."""
+    bench = np.array(diff.test_benchmark)
+    report: dict = {
         "n": int(len(p)),
-        "roc_auc": float(roc_auc_score(diff.test_y, p)),
+        "roc_auc": _auroc(diff.test_y, p),
         **{
-            f"roc_auc_{b}": float(roc_auc_score(diff.test_y[bench == b], p[bench == b]))
+            f"roc_auc_{b}": _auroc(diff.test_y[bench == b], p[bench == b])
             for b in sorted(set(bench.tolist()))
             if len(set(diff.test_y[bench == b])) == 2
         },
         "base_rate_wrong": float(diff.test_y.mean()),
     }
+    if diff.test_source:
+        for source in (ROUTELLM, TIER_SMALL):
+            if diff.test_mask(source).any():
+                report[source] = _difficulty_subset(diff, p, diff.test_mask(source))
+        if diff.test_mask(TIER_SMALL).any():
+            small = report[TIER_SMALL]
+            nq_open = _difficulty_subset(diff, p, diff.test_mask(TIER_SMALL, "nq_open"))
+            small["nq_open"] = {k: v for k, v in nq_open.items() if k != "mix"}
+            small["labels"] = _difficulty_subset(diff, p, diff.test_mask(TIER_SMALL, labels=True))
+    return report
+
+
+def print_difficulty(report: dict) -> None:
+    """The difficulty figures: tier_small held-out (all, NQ-open, labels), RouteLLM held-out, llm_cascades llama1b."""
+
+    def fmt(block: dict | None) -> str:
+        if not block or not block.get("n"):
+            return "n=0"
+        auc = "n/a (one class)" if block.get("roc_auc") is None else f"{block['roc_auc']:.3f}"
+        text = f"n={block['n']} AUROC={auc} wrong={block['base_rate_wrong']:.2f}"
+        if block.get("roc_auc_within_benchmark") is not None:
+            text += f" (within benchmark {block['roc_auc_within_benchmark']:.3f})"
+        return text
+
+    diff = report.get("difficulty", {})
+    if TIER_SMALL in diff:
+        small = diff[TIER_SMALL]
+        print(f"difficulty, tier_small held-out graded prompts: {fmt(small)}")
+        print(f"  NQ-open only: {fmt(small['nq_open'])}; label tasks only: {fmt(small['labels'])}")
+        print(f"  mix: {json.dumps(small['mix'])}")
+    if ROUTELLM in diff:
+        print(f"difficulty, RouteLLM held-out (Mixtral-8x7B, MMLU/GSM8K): {fmt(diff[ROUTELLM])}")
+    if "difficulty_llama1b_cascades" in report:
+        print(f"difficulty, llm_cascades llama3.2-1b (measured only): {fmt(report['difficulty_llama1b_cascades'])}")
 
 
 def real_prompt_report(probs: np.ndarray, out_dir: Path = ARTIFACTS, name: str = "real") -> dict:
@@ -111,7 +180,12 @@ def evaluate(
     y = intent_labels(rows)
     probs = heads.intent_probs(x)
     hand = np.array([r.source == "handwritten" for r in rows])
-    report = {"intent_heldout": intent_report(y, probs), "intent_heldout_real": intent_report(y[~hand], probs[~hand])}
+    t0 = np.array([r.source == "t0" for r in rows])
+    report = {
+        "intent_heldout": intent_report(y, probs),
+        "intent_heldout_real": intent_report(y[~hand], probs[~hand]),
+        "intent_heldout_t0": intent_report(y[t0], probs[t0]),  # held-out T0 templates only
+    }
     if eval_x is not None:
         report["intent_real_prompts"] = real_prompt_report(heads.intent_probs(eval_x), out_dir)
     planning = INTENTS.index("planning")
@@ -143,30 +217,35 @@ def print_report(report: dict) -> None:
     print(f"held-out intent: n={main['n']} macro-F1={main['macro_f1']:.4f} accuracy={main['accuracy']:.4f}")
     real = report["intent_heldout_real"]
     print(f"held-out intent, real prompts only: n={real['n']} macro-F1={real['macro_f1']:.4f}")
+    if "intent_heldout_t0" in report:
+        t0 = report["intent_heldout_t0"]
+        print(
+            f"held-out intent, T0 templates only: n={t0['n']} macro-F1={t0['macro_f1']:.4f} "
+            f"accuracy={t0['accuracy']:.4f}"
+        )
     print(f"{'intent':<18}{'F1 all':>8}{'F1 real':>9}{'n':>6}")
     for name, f1 in main["per_class_f1"].items():
         print(f"{name:<18}{f1:>8.3f}{real['per_class_f1'].get(name, float('nan')):>9.3f}{main['support'][name]:>6}")
     print("planning:", json.dumps(report["planning"]))
     print("accuracy by source:", json.dumps(report["accuracy_by_source"]))
-    for key in ("difficulty", "difficulty_llama1b_cascades"):
-        if key in report:
-            print(f"{key}:", json.dumps(report[key]))
+    print_difficulty(report)
 
 
-def cascades_difficulty(data_dir: Path, heads: Heads) -> dict | None:
+def cascades_difficulty(data_dir: Path, heads: Heads, adapter: Path | None = ADAPTER) -> dict | None:
     """difficulty AUROC on llama3.2-1b's outcomes in llm_cascades_train.csv.gz (measured, never trained on)."""
     if not (data_dir / "outcomes" / "llm_cascades_train.csv.gz").exists():
         return None
     diff = cascades_small_model_outcomes(data_dir)
-    x = cached_embeddings(diff.test_texts, "difficulty-cascades", DIFFICULTY_LAYERS)
+    x = cached_embeddings(diff.test_texts, "difficulty-cascades", DIFFICULTY_LAYERS, adapter=adapter)
     return difficulty_report(diff, heads.difficulty_prob(x).reshape(-1))
 
 
 def evaluate_committed(data_dir: Path) -> dict:
-    """The committed heads (PyTorch encoder embeddings) on the held-out rows."""
+    """The committed heads and adapter (PyTorch encoder embeddings): real prompts and held-out rows."""
     _, rows = intent_rows(data_dir)
     diff = difficulty_data(data_dir)
     heads = Heads.load()
+    check_heads_fit(heads.adapter, ADAPTER, WEIGHTS)
     report = evaluate(
         rows,
         cached_embeddings([r.prompt for r in rows], "intent-test"),
@@ -178,9 +257,9 @@ def evaluate_committed(data_dir: Path) -> dict:
     return finish_report(report, data_dir, heads)
 
 
-def finish_report(report: dict, data_dir: Path, heads: Heads) -> dict:
+def finish_report(report: dict, data_dir: Path, heads: Heads, adapter: Path | None = ADAPTER) -> dict:
     """Add the (measure-only) llm_cascades difficulty figures, write artifacts/classifier/report.json, print it."""
-    cascades = cascades_difficulty(data_dir, heads)
+    cascades = cascades_difficulty(data_dir, heads, adapter)
     if cascades is not None:
         report["difficulty_llama1b_cascades"] = cascades
     (ARTIFACTS / "report.json").write_text(json.dumps(report, indent=2))
@@ -216,6 +295,7 @@ def evaluate_onnx(data_dir: Path, repo: Path) -> dict:
     _, rows = intent_rows(data_dir)
     diff = difficulty_data(data_dir)
     y = intent_labels(rows)
+    t0 = np.array([r.source == "t0" for r in rows])
     report = {}
     for name in (ENCODER_MODEL, ENCODER_INT8_MODEL):
         path = repo / name / "1" / "model.onnx"
@@ -224,15 +304,19 @@ def evaluate_onnx(data_dir: Path, repo: Path) -> dict:
         real_probs, _ = onnx_predict(path, [r.prompt for r in intent_data.eval_rows()])
         report[name] = {
             "heldout_templates": intent_report(y, probs),
+            "heldout_t0_templates": intent_report(y[t0], probs[t0]),
             "real_prompts": real_prompt_report(real_probs, name=name),
             "difficulty_roc_auc": float(roc_auc_score(diff.test_y, difficulty.reshape(-1))),
+            "difficulty": difficulty_report(diff, difficulty.reshape(-1)),
         }
         real = report[name]["real_prompts"]
         print(
             f"{name}: real prompts accuracy {real['accuracy']:.4f} macro-F1 {real['macro_f1']:.4f}; held-out "
-            f"templates macro-F1 {report[name]['heldout_templates']['macro_f1']:.4f}; "
+            f"templates macro-F1 {report[name]['heldout_templates']['macro_f1']:.4f} "
+            f"(T0 only {report[name]['heldout_t0_templates']['macro_f1']:.4f}); "
             f"difficulty AUROC {report[name]['difficulty_roc_auc']:.4f}"
         )
+        print_difficulty({"difficulty": report[name]["difficulty"]})
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "report_onnx.json").write_text(json.dumps(report, indent=2))
     return report

@@ -1,4 +1,4 @@
-"""The intent classifier's trained heads (numpy): the only trained part that is committed.
+"""The intent classifier's trained heads (numpy), committed with the encoder's small LoRA adapter (classifier_lora).
 
 `Heads` holds the intent head (a softmax layer, or an MLP with ReLU between layers) and the logistic difficulty head;
 `intent_probs` / `difficulty_prob` compute what the exported ONNX graph computes.
@@ -15,6 +15,8 @@ from llm_router.classifier.tokenization import HEAD_TOKENS, MAX_TOKENS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "intent_heads.npz"
+# the encoder's LoRA adapter (router_export.classifier_lora); without this file the encoder is used frozen
+ADAPTER = Path(__file__).resolve().parent / "weights" / "intent_encoder_lora.npz"
 ARTIFACTS = PROJECT_ROOT / "artifacts" / "classifier"
 
 
@@ -25,6 +27,7 @@ class Heads:
     intent_layers: list[tuple[np.ndarray, np.ndarray]]  # (W [in, out], b [out])
     difficulty: tuple[np.ndarray, np.ndarray]  # (W [384, 1], b [1])
     labels: tuple[str, ...] = INTENTS
+    adapter: str = ""  # digest of the encoder adapter the heads were fitted on (classifier_lora); "" = frozen
 
     def save(self, path: Path) -> None:
         arrays: dict[str, np.ndarray] = {"labels": np.array(self.labels)}
@@ -32,6 +35,7 @@ class Heads:
             arrays[f"intent_w{i}"], arrays[f"intent_b{i}"] = w.astype(np.float32), b.astype(np.float32)
         arrays["difficulty_w"], arrays["difficulty_b"] = (a.astype(np.float32) for a in self.difficulty)
         arrays["max_tokens"], arrays["head_tokens"] = np.array(MAX_TOKENS), np.array(HEAD_TOKENS)
+        arrays["encoder_adapter"] = np.array(self.adapter)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, **arrays)
 
@@ -43,7 +47,8 @@ class Heads:
                 i = len(layers)
                 layers.append((data[f"intent_w{i}"], data[f"intent_b{i}"]))
             labels = tuple(str(x) for x in data["labels"])
-            return cls(layers, (data["difficulty_w"], data["difficulty_b"]), labels)
+            adapter = str(data["encoder_adapter"]) if "encoder_adapter" in data else ""
+            return cls(layers, (data["difficulty_w"], data["difficulty_b"]), labels, adapter)
 
     def intent_probs(self, embeddings: np.ndarray) -> np.ndarray:
         """Softmax of the intent head in numpy (the same computation as the ONNX graph)."""

@@ -35,6 +35,13 @@ Requests are forwarded over gRPC to Triton: `router` for plain requests, `router
   `top_logprobs` is accepted and each entry's `top_logprobs` is [] (the tiers return no alternatives). With the
   model `router`, `logprobs: true` is answered with `logprobs: null` (OpenAI's value when none are available).
   Streaming works the same way (each chunk carries its piece's entries).
+- Ids: a completion's `id` (`chatcmpl-<32 hex>`) is sent to Triton as the request id, so it is, unchanged, the
+  route trace's `request_id` and the `prompt_id` of the router's live outcome records (docs/outcome-records.md). A
+  direct tier call (`logprobs`) bypasses the router and leaves no record.
+- `POST /v1/feedback` (only with `--feedback-file FILE` or $ROUTER_FEEDBACK_FILE): `{"id": "<completion id>",
+  "score": 0..1}` or `{"id": ..., "correct": true|false}` (exactly one of the two) is appended with its UTC time
+  (`received`) to FILE as one JSON line, answered with `{"object": "feedback", "id", "received": true}`; bad input is
+  a 400 naming the field. `router-calibrate join-labels` joins the file to the outcome records.
 - Errors use the OpenAI format `{"error": {"message", "type", "param", "code"}}`; INVALID_ARG becomes
   a 400, UNAVAILABLE a 503, others a 500. An error after a stream has started arrives as a
   `data: {"error": ...}` event, which the OpenAI SDK raises as an APIError. Errors of `router_stream` carry no
@@ -44,16 +51,20 @@ Requests are forwarded over gRPC to Triton: `router` for plain requests, `router
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import difflib
 import json
 import logging
 import os
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import tritonclient.grpc.aio as grpcclient_aio
@@ -68,7 +79,7 @@ from llm_router.protocol import (
     tier_piece,
     tier_request_arrays,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from router_client.client import (
     DEFAULT_URL,
     ROUTER_MODEL,
@@ -108,7 +119,9 @@ UNSUPPORTED_FIELDS = {
 NOT_FOUND_HINTS = {
     "/v1/completions": "this front serves the chat API only: POST /v1/chat/completions with the prompt as one user "
     "message",
+    "/v1/feedback": "feedback is off: start router-openai with --feedback-file FILE (or $ROUTER_FEEDBACK_FILE)",
 }
+FEEDBACK_ENV = "ROUTER_FEEDBACK_FILE"
 
 # Triton/gRPC status -> (HTTP status, OpenAI error type)
 _STATUS_MAP = {
@@ -185,6 +198,15 @@ class ChatCompletionRequest(BaseModel):
     modalities: Any = None
     prediction: Any = None
     web_search_options: Any = None
+
+
+class Feedback(BaseModel):
+    """`POST /v1/feedback`: a label for a completion, `score` in [0, 1] or `correct` (exactly one: feedback_record)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=256)
+    score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False, strict=True)
+    correct: StrictBool | None = None
 
 
 class FrontError(Exception):
@@ -288,6 +310,30 @@ def validation_error(errors: Sequence[Any]) -> FrontError:
     where = ".".join(str(p) for p in loc)
     message = f"{where}: {first.get('msg', 'invalid request')}" if where else str(first.get("msg", "invalid request"))
     return FrontError(400, message, param=where or None)
+
+
+def feedback_record(feedback: Feedback, received: datetime) -> dict[str, Any]:
+    """The feedback file's line for one label; a 400 FrontError unless exactly one of score/correct is given."""
+    if (feedback.score is None) == (feedback.correct is None):
+        both = feedback.score is not None
+        raise FrontError(
+            400,
+            ("send only one of" if both else "send one of") + ' "score" (a number in [0, 1]) or "correct" (true/false)',
+            param="correct" if both else "score",
+        )
+    label: dict[str, Any] = {"score": feedback.score} if feedback.score is not None else {"correct": feedback.correct}
+    stamp = received.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"id": feedback.id, **label, "received": stamp}
+
+
+_FEEDBACK_LOCK = threading.Lock()
+
+
+def append_feedback(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line (one write call, so lines of several writers do not interleave)."""
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    with _FEEDBACK_LOCK, open(path, "a", encoding="utf-8") as out:
+        out.write(line)
 
 
 async def triton_problem(triton_url: str, timeout_s: float = 5.0) -> str | None:
@@ -458,8 +504,15 @@ def direct_usage(tier: str, input_tokens: int, output_tokens: int) -> dict[str, 
 # -- the app ----
 
 
-def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_key: str | None = None) -> FastAPI:
-    """The FastAPI app; one AsyncRouterClient (one gRPC channel) per app."""
+def create_app(
+    triton_url: str = DEFAULT_URL,
+    *,
+    timeout_s: float = 300.0,
+    api_key: str | None = None,
+    feedback_file: str | Path | None = None,
+) -> FastAPI:
+    """The FastAPI app; one AsyncRouterClient (one gRPC channel) per app. `feedback_file`: serve POST /v1/feedback,
+    appending to that file."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -579,12 +632,14 @@ def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_k
         prompt = {"messages": messages} if await takes_messages(model) else {"prompt": render_messages(body.messages)}
         if not body.stream:
             try:
-                result = await router.route(max_tokens=max_tokens, options=options, **prompt)
+                result = await router.route(max_tokens=max_tokens, options=options, request_id=completion_id, **prompt)
             except RouterError as exc:
                 raise FrontError.from_router(exc) from exc
             return completion_body(result, body.model, completion_id, created, max_tokens)
 
-        events = router.stream(max_tokens=max_tokens, options=options, model=model, **prompt).__aiter__()
+        events = router.stream(
+            max_tokens=max_tokens, options=options, model=model, request_id=completion_id, **prompt
+        ).__aiter__()
         try:  # the first event decides between an HTTP error and a stream
             first = await events.__anext__()
         except RouterError as exc:
@@ -595,6 +650,19 @@ def create_app(triton_url: str = DEFAULT_URL, *, timeout_s: float = 300.0, api_k
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    if feedback_file is not None:
+        feedback_path = Path(feedback_file)
+
+        @app.post("/v1/feedback")
+        async def feedback(body: Feedback) -> dict[str, Any]:
+            record = feedback_record(body, datetime.now(UTC))
+            try:
+                await asyncio.to_thread(append_feedback, feedback_path, record)
+            except OSError as exc:
+                log.error("feedback not stored in %s: %s", feedback_path, exc)
+                raise FrontError(500, f"feedback not stored: {exc.strerror or exc}", "server_error") from exc
+            return {"object": "feedback", "id": body.id, "received": True}
 
     async def direct_tier_completion(
         body: ChatCompletionRequest, messages: list[dict[str, str]], completion_id: str, created: int
@@ -735,6 +803,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("ROUTER_FRONT_API_KEY"),
         help="require `Authorization: Bearer KEY` on /v1 (default: $ROUTER_FRONT_API_KEY; none = open)",
     )
+    parser.add_argument(
+        "--feedback-file",
+        type=Path,
+        default=os.environ.get(FEEDBACK_ENV) or None,
+        help=f"serve POST /v1/feedback, appending labels to this JSONL file (default: ${FEEDBACK_ENV}; none = off)",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn's log level (default %(default)s)")
     return parser.parse_args(argv)
 
@@ -743,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     args = parse_args(argv)
-    app = create_app(args.triton_url, timeout_s=args.timeout, api_key=args.api_key)
+    app = create_app(args.triton_url, timeout_s=args.timeout, api_key=args.api_key, feedback_file=args.feedback_file)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

@@ -4,7 +4,6 @@ invalid policy is refused while the old version keeps serving."""
 from __future__ import annotations
 
 import json
-import random
 import re
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from helpers import stream
+from helpers import stream, write_outcome_log
 from router_export.stand_in import overlay_repository
 from router_launcher.serve import LocalTritonServer, ServerOptions, free_ports
 from tritonclient.utils import InferenceServerException
@@ -29,29 +28,6 @@ PROJECT = Path(__file__).resolve().parents[2]
 SERVED = overlay_repository(PROJECT / "model_repository")
 MODEL = "router_reload"
 STREAM_MODEL = "router_reload_stream"  # a copy of router_stream that follows MODEL's policy
-TIERS = [("tier_small", 0.0002), ("tier_medium", 0.0012), ("tier_large", 0.015)]
-
-
-def write_outcome_log(path: Path, prompts: int = 120, seed: int = 0) -> Path:
-    """A log in the documented format: larger tiers are right more often, and confident answers are right."""
-    rng = random.Random(seed)
-    with open(path, "w") as out:
-        for pid in range(prompts):
-            for pos, (tier, price) in enumerate(TIERS):
-                correct = rng.random() < (0.55, 0.75, 0.9)[pos]
-                confidence = -rng.uniform(0.0, 0.5) if correct else -rng.uniform(0.4, 3.0)
-                row = {
-                    "prompt_id": f"p{pid}",
-                    "tier": tier,
-                    "tier_pos": pos,
-                    "correct": correct,
-                    "confidence": round(confidence, 4),
-                    "cost_usd": price * 0.1,
-                    "tokens_in": 50,
-                    "tokens_out": 50,
-                }
-                out.write(json.dumps(row) + "\n")  # fmt: skip
-    return path
 
 
 def _route(client: grpcclient.InferenceServerClient) -> dict:

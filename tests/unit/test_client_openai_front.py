@@ -169,9 +169,13 @@ class _FakeRouter:
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
+        self.request_ids: list[str | None] = []
 
-    async def route(self, prompt: str = "", *, max_tokens=None, options=None, model="router", messages=None):
+    async def route(
+        self, prompt: str = "", *, max_tokens=None, options=None, model="router", messages=None, request_id=None
+    ):
         self.calls.append({"prompt": prompt, "messages": messages, "model": model})
+        self.request_ids.append(request_id)
         return _result()
 
 
@@ -198,10 +202,11 @@ def test_the_conversation_goes_as_messages_when_the_router_takes_them(router_inp
         state.router, state.tiers = _FakeRouter(), _FakeTriton(router_inputs)
         try:
             response = client.post("/v1/chat/completions", json={"model": "router", "messages": conversation})
-            calls = state.router.calls
+            calls, request_ids = state.router.calls, state.router.request_ids
         finally:
             state.router, state.tiers = real
     assert response.status_code == 200, response.text
+    assert request_ids == [response.json()["id"]]  # the completion id is the Triton request id (outcome records)
     if "messages" in router_inputs:
         assert calls == [
             {"prompt": "", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],

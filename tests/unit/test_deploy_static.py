@@ -40,6 +40,12 @@ ROUTER_METRICS = {
     "router_confidence": {"tier"},
     "router_overhead_ms": set(),
     "router_fallbacks_total": {"tier", "reason"},
+    # the drift alarms' live denominator and fitted band (llm_router.core.drift)
+    "router_tier_attempts_total": {"tier"},
+    "router_fitted_escalation_rate": {"tier"},
+    "router_fitted_confidence": {"tier", "quantile"},
+    "router_fitted_attempts": {"tier"},
+    "router_policy_version": set(),
 }
 OPTIONAL_ROUTER_METRICS = {"router_failures_total"}
 TRITON_METRICS = {"nv_inference_request_success", "nv_inference_queue_duration_us", "nv_inference_request_duration_us"}

@@ -391,7 +391,9 @@ def test_one_autoscaler_per_pool_naming_its_own_metric(layout: str) -> None:
 def test_prometheus_rule_and_adapter_serve_the_hpa_metrics() -> None:
     objs = rendered("split-hpa")
     rule = by_kind(objs, "PrometheusRule")["llm-router"]
-    records = {r["record"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if "record" in r}
+    # the autoscalers' group (the drift alarms' group, llm-router-drift.rules, is per model and tier: test_drift.py)
+    hpa_groups = [g for g in rule["spec"]["groups"] if g["name"] == "triton-llm-router.rules"]
+    records = {r["record"]: r["expr"] for g in hpa_groups for r in g["rules"] if "record" in r}
     assert "nv_inference_queue_duration_us" in records["triton:queue_compute:ratio"]
     assert "nv_inference_compute_infer_duration_us" in records["triton:queue_compute:ratio"]
     for expr in records.values():
@@ -487,3 +489,26 @@ def test_all_in_one_serves_the_whole_repository_locally() -> None:
     assert policy == load_policy(generate.POLICY)
     assert all(t.remote is None for t in policy.tiers)
     assert not [o for o in objs if o["kind"] in ("ScaledObject", "HorizontalPodAutoscaler", "NetworkPolicy")]
+
+
+@needs_helm
+def test_outcome_records_mount_on_router_pods_and_feedback_on_the_front() -> None:
+    objs = generate.render_chart({"outcomeRecords": {"enabled": True, "storePrompts": True}})
+    for obj in objs:
+        validate_object(obj)
+    deployments = by_kind(tuple(objs), "Deployment")
+    router, front = deployments["llm-router"], deployments["llm-router-openai"]
+    env = {e["name"]: e.get("value") for e in container(router)["env"]}
+    assert env["LLM_ROUTER_OUTCOME_RECORDS_DIR"] == "/records"
+    assert env["LLM_ROUTER_OUTCOME_RECORDS_PROMPTS"] == "true"
+    assert {"name": "records", "mountPath": "/records"} in container(router)["volumeMounts"]
+    assert any(v["name"] == "records" and "emptyDir" in v for v in router["spec"]["template"]["spec"]["volumes"])
+    for name, dep in deployments.items():
+        if name not in ("llm-router", "llm-router-openai"):  # tier pools load no router: no records volume
+            assert all(m["name"] != "records" for m in container(dep)["volumeMounts"]), name
+    front_env = {e["name"]: e.get("value") for e in container(front)["env"]}
+    assert front_env["ROUTER_FEEDBACK_FILE"] == "/feedback/$(POD_NAME).jsonl"
+    assert {"name": "feedback", "mountPath": "/feedback"} in container(front)["volumeMounts"]
+    # off by default: the default layout has neither
+    default = by_kind(tuple(generate.render_chart({})), "Deployment")
+    assert "LLM_ROUTER_OUTCOME_RECORDS_DIR" not in {e["name"] for e in container(default["llm-router"])["env"]}

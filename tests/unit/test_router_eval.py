@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import random
 from pathlib import Path
 
 import pytest
 from router_calibration.logs import load_log, read_any
-from router_eval.build_data import build_dataset
+from router_eval.build_data import build_dataset, excluded_ids, label_rows, nq_rows
 from router_eval.cli import main
 from router_eval.data import EvalDataError, EvalRow, first_choice, grade, load_rows, normalize
 from router_eval.metrics import accuracy_at_coverage, auroc, coverage_curve, threshold_for_coverage
@@ -313,3 +315,49 @@ def test_build_dataset_from_shared_data():
 def test_build_data_missing_dir_names_the_flag(tmp_path, capsys):
     assert main(["build-data", "--data-dir", str(tmp_path), "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "--data-dir" in capsys.readouterr().err
+
+
+def _fake_shared(root: Path) -> Path:
+    """A tiny ../shared/data: 6 NQ-open questions and two yes/no templates over the same 6 rows."""
+    nq = root / "qa" / "nq_open" / "NQ-open.dev.jsonl"
+    nq.parent.mkdir(parents=True)
+    nq.write_text("".join(json.dumps({"question": f"who is {i}", "answer": [f"p{i}"]}) + "\n" for i in range(6)))
+    t0 = root / "intent" / "t0_templates"
+    t0.mkdir(parents=True)
+    for name in ("glue_qqp_duplicate.jsonl", "glue_qqp_meaning.jsonl"):
+        rows = [{"prompt": f"{name} pair {i}?", "completion": ["yes", "no"][i % 2] + "<|endoftext|>"} for i in range(6)]
+        (t0 / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_build_dataset_wide_templates_skip_excluded_ids(tmp_path):
+    data = _fake_shared(tmp_path / "shared")
+    templates = {"glue_qqp_duplicate.jsonl": ("yes", "no"), "glue_qqp_meaning.jsonl": ("Yes", "No")}
+    first = build_dataset(data, nq=3, labels=0, seed=0)
+    log = tmp_path / "log.jsonl"  # an outcome log names rows by prompt_id
+    log.write_text("".join(json.dumps({"prompt_id": r.id, "tier": "tier_small"}) + "\n" for r in first))
+    rows_file = tmp_path / "rows.jsonl"  # a row file names them by id
+    rows_file.write_text(json.dumps({"id": "glue_qqp_meaning-0"}) + "\n")
+    exclude = frozenset(excluded_ids([log, rows_file]))
+    assert exclude == {r.id for r in first} | {"glue_qqp_meaning-0"}
+    rng = random.Random(1)
+    second = nq_rows(data, 10, rng, exclude) + label_rows(data, 12, rng, 400, templates, exclude)
+    ids = [r.id for r in second]
+    assert not set(ids) & exclude
+    assert sum(i.startswith("nq-") for i in ids) == 3  # the 3 questions not asked before
+    assert {r.source for r in second} == {"nq_open", "glue_qqp_duplicate", "glue_qqp_meaning"}
+    assert sum(r.source == "glue_qqp_meaning" for r in second) == 5
+    labels = [r for r in second if r.source != "nq_open"]
+    assert all(r.grader == "choice" and r.grade(r.answers[0]) for r in labels)
+
+
+def test_build_data_cli_wide_and_exclude(tmp_path, capsys):
+    data = _fake_shared(tmp_path / "shared")
+    out1, out2 = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert main(["build-data", "--data-dir", str(data), "--out", str(out1), "--nq", "4", "--labels", "0"]) == 0
+    args = ["build-data", "--data-dir", str(data), "--out", str(out2), "--nq", "4", "--labels", "0"]
+    assert main([*args, "--exclude", str(out1), "--templates", "wide"]) == 0
+    assert len(load_rows(out2)) == 2 and not {r.id for r in load_rows(out1)} & {r.id for r in load_rows(out2)}
+    assert "2 rows" in capsys.readouterr().out
+    with pytest.raises(EvalDataError, match="unknown template set"):
+        build_dataset(data, nq=1, labels=0, template_set="nope")

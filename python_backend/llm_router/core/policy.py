@@ -153,6 +153,35 @@ class DifficultyRule(_Strict):
         return data
 
 
+class FittedConfidence(_Strict):
+    """Confidence quantiles (log-prob scale) of a tier's answered attempts when the policy was fitted, estimated as
+    Prometheus's histogram_quantile does from the router_confidence buckets (llm_router.core.drift)."""
+
+    p10: float = Field(le=0, allow_inf_nan=False)
+    p25: float = Field(le=0, allow_inf_nan=False)
+    p50: float = Field(le=0, allow_inf_nan=False)
+    p75: float = Field(le=0, allow_inf_nan=False)
+    p90: float = Field(le=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FittedConfidence:
+        values = [self.p10, self.p25, self.p50, self.p75, self.p90]
+        if values != sorted(values):
+            raise ValueError(f"quantiles must not decrease from p10 to p90, got {values}")
+        return self
+
+
+class FittedTier(_Strict):
+    """What replaying the policy on its calibration log gave for one tier: the drift alarms' band.
+
+    `attempts`: the tier's answered attempts; `escalation_rate`: the share of them after which the router escalated;
+    `confidence`: their quantiles (absent when no answer had a confidence)."""
+
+    attempts: int = Field(ge=0)
+    escalation_rate: float = Field(ge=0, le=1, allow_inf_nan=False)
+    confidence: FittedConfidence | None = None
+
+
 class Policy(_Strict):
     """A whole routing policy; see the module docstring and docs for each field's meaning."""
 
@@ -163,6 +192,11 @@ class Policy(_Strict):
     max_escalations: int = Field(ge=0)
     default_start_tier: str
     holdback_tokens: int = Field(default=8, ge=0)
+    # share of answered requests also sent, after answering, to the largest allowed tier: a proxy label for the
+    # outcome records (core/records.py; needs records on). None or 0: off
+    shadow_rate: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    # the band of the drift alarms, by tier name (written by `router-calibrate fit --policy-out`; none: no alarms)
+    fitted: dict[str, FittedTier] | None = None
 
     @field_validator("start_tier_by_intent")
     @classmethod
@@ -194,6 +228,7 @@ class Policy(_Strict):
         refs.append(("default_start_tier", self.default_start_tier))
         if self.difficulty_rule is not None:
             refs.append(("difficulty_rule.min_tier", self.difficulty_rule.min_tier))
+        refs.extend((f"fitted.{name}", name) for name in self.fitted or {})
         for path, tier in refs:
             if tier not in known:
                 errors.append(f"{path}: unknown tier {tier!r} (tiers: {', '.join(names)})")

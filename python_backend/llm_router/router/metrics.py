@@ -3,17 +3,27 @@
 Names are a contract with docker/grafana and docker/prometheus: change them together. Every label set the policy
 allows for the event counters (escalations, fallbacks, failures) and the cost counters exist from the model's load
 at 0 (`RouterMetrics.create_series`), so rate() and alerts see a series before the first event.
+
+The drift alarms (llm_router.core.drift, docker/prometheus/rules/router-drift.yml) compare the live figures
+(`router_tier_attempts_total`, `router_escalations_total`, `router_confidence`) with the band the serving policy was
+fitted with, exported as gauges when a policy (version) is loaded (`RouterMetrics.use_policy`):
+`router_policy_version`, `router_fitted_attempts`, `router_fitted_escalation_rate` and
+`router_fitted_confidence{quantile}`; a tier without a band (e.g. the hand-set shipped policy) reads NaN, which no
+alarm rule matches.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-CONFIDENCE_BUCKETS = [-8.0, -4.0, -3.0, -2.0, -1.5, -1.0, -0.75, -0.5, -0.25, -0.1, 0.0]
+from llm_router.core.drift import CONFIDENCE_BUCKETS, QUANTILES
+from llm_router.core.policy import Policy
+
 OVERHEAD_MS_BUCKETS = [0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 25.0, 50.0, 100.0, 250.0]
 
 
@@ -22,6 +32,7 @@ class RouterMetrics:
 
     def __init__(self, model_name: str) -> None:
         counter, histogram = pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.HISTOGRAM
+        gauge = pb_utils.MetricFamily.GAUGE
         self.model = model_name
         self._families = {
             "requests": pb_utils.MetricFamily(
@@ -64,9 +75,43 @@ class RouterMetrics:
                 "Router time outside tier generation (classify, decide, BLS plumbing)",
                 histogram,
             ),
+            "attempts": pb_utils.MetricFamily(
+                "router_tier_attempts_total",
+                "Answered (OK) tier attempts; with router_escalations_total{from_tier} the live escalation rate",
+                counter,
+            ),
+            "policy_version": pb_utils.MetricFamily(
+                "router_policy_version", "Version of the routing policy being served", gauge
+            ),
+            "fitted_attempts": pb_utils.MetricFamily(
+                "router_fitted_attempts",
+                "Answered attempts of the tier the policy's drift band was fitted on (NaN: no band)",
+                gauge,
+            ),
+            "fitted_escalation_rate": pb_utils.MetricFamily(
+                "router_fitted_escalation_rate",
+                "Share of the tier's answered attempts that escalated when the policy was fitted (NaN: no band)",
+                gauge,
+            ),
+            "fitted_confidence": pb_utils.MetricFamily(
+                "router_fitted_confidence",
+                "Confidence quantiles of the tier's answers when the policy was fitted (NaN: no band)",
+                gauge,
+            ),
+            "shadow_cost": pb_utils.MetricFamily(
+                "router_shadow_cost_usd_total",
+                "Estimated cost of shadow calls (policy shadow_rate), not part of router_cost_usd_total",
+                counter,
+            ),
+            "records_lost": pb_utils.MetricFamily(
+                "router_outcome_records_lost_total",
+                "Outcome records not written (queue full or a failed write; router.records)",
+                counter,
+            ),
         }
         self._metrics: dict[tuple, Any] = {}
         self._lock = threading.Lock()
+        self._band_tiers: set[str] = set()  # tiers whose fitted gauges exist (to blank on a policy without them)
 
     def _metric(self, family: str, labels: dict[str, str], buckets: list[float] | None = None) -> Any:
         key = (family, tuple(sorted(labels.items())))
@@ -87,8 +132,28 @@ class RouterMetrics:
                 self._metric("escalations", {"from_tier": lower, "to_tier": higher})
             for reason in fallback_reasons:
                 self._metric("fallbacks", {"tier": lower, "reason": reason})
+            self._metric("attempts", {"tier": lower})
         for family in ("failures", "cost", "saved", "extra"):
             self._metric(family, {})
+
+    def use_policy(self, policy: Policy, version: int) -> None:
+        """Export the served policy's version and fitted band (NaN for tiers without one, and for the tiers of an
+        earlier policy that this one does not have)."""
+        self._metric("policy_version", {}).set(version)
+        band = policy.fitted or {}
+        tiers = list(policy.tier_names) + sorted(self._band_tiers - set(policy.tier_names))
+        for tier in tiers:
+            fitted = band.get(tier)
+            self._metric("fitted_attempts", {"tier": tier}).set(fitted.attempts if fitted else math.nan)
+            self._metric("fitted_escalation_rate", {"tier": tier}).set(fitted.escalation_rate if fitted else math.nan)
+            quantiles = fitted.confidence if fitted is not None else None
+            for name, q in QUANTILES.items():
+                value = getattr(quantiles, name) if quantiles is not None else math.nan
+                self._metric("fitted_confidence", {"tier": tier, "quantile": f"{q:g}"}).set(value)
+        self._band_tiers.update(policy.tier_names)
+
+    def tier_attempt(self, tier: str) -> None:
+        self._metric("attempts", {"tier": tier}).increment(1)
 
     def request(self, intent: str, tier: str) -> None:
         self._metric("requests", {"intent": intent, "tier": tier}).increment(1)
@@ -116,6 +181,12 @@ class RouterMetrics:
 
     def confidence(self, tier: str, value: float) -> None:
         self._metric("confidence", {"tier": tier}, CONFIDENCE_BUCKETS).observe(value)
+
+    def shadow_cost(self, usd: float) -> None:
+        self._metric("shadow_cost", {}).increment(max(0.0, usd))
+
+    def records_lost(self, rows: int) -> None:
+        self._metric("records_lost", {}).increment(rows)
 
     def overhead(self, ms: float) -> None:
         self._metric("overhead", {}, OVERHEAD_MS_BUCKETS).observe(ms)

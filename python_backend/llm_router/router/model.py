@@ -19,6 +19,14 @@ without blocking on the tiers. Every code path ends in a FINAL response, so a re
 `policy_from_model`): before each request it looks for a newer version directory of that model and switches to its
 policy once Triton reports that version ready, so one `load_model("router")` reaches both models.
 
+Live outcome records (config parameter `outcome_records_dir`, off by default; router.records): after answering, the
+router queues one outcome-log row per attempt (core/records.py), written to rotating JSONL files by a background
+thread; a failed write is counted and logged, never the request's failure. Every routed request has an id: the
+Triton request id the client set, else a generated uuid; it is the trace's `request_id` and the records' prompt_id.
+With records on and a policy `shadow_rate`, that share of answered requests is sent, after the answer, to the largest
+tier the request allowed, in the background (`_shadow`): one more record (`shadow`, the answers' `agreement`), whose
+cost is not the request's.
+
 A request with the parameter `describe_policy: true` is not routed: its one response carries the policy in `route`
 (`{"policy_version": N, "tiers": [names, cheapest first]}`); this is how clients learn the tier names
 (router_client.client.server_tiers).
@@ -30,9 +38,12 @@ import asyncio
 import faulthandler
 import json
 import math
+import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +72,13 @@ from llm_router.core import (
 )
 from llm_router.core.confidence import needs_verification
 from llm_router.core.decide import RouterFacts, Step, Verification
+from llm_router.core.records import answer_agreement, attempt_records, shadow_record, shadow_tier
 from llm_router.protocol import OnPiece, TierAnswer
 from llm_router.router.bls import Classification, TierCallError, TierRequest, call_tier, classify
 from llm_router.router.conversation import Prompt, PromptError, check_printable, parse_conversation
 from llm_router.router.holdback import HoldBack
 from llm_router.router.metrics import RouterMetrics
+from llm_router.router.records import OutcomeRecorder, record_settings
 from llm_router.router.remote import call_remote_tier
 from llm_router.router.verification import TierCaller, verification_attempt, verify
 from llm_router.triton_utils import (
@@ -98,6 +111,7 @@ class RouteRequest:
     overrides: Overrides
     return_trace: bool
     describe_policy: bool = False
+    request_id: str = ""  # the client's Triton request id, else generated (`_answer`)
 
 
 def _parse_bool(name: str, value: Any) -> bool:
@@ -252,6 +266,7 @@ class RouteOutcome:
     trace: Trace
     results: list[TierResult] = field(default_factory=list)
     classification: Classification | None = None
+    request: RouteRequest | None = None
 
     @property
     def refused(self) -> list[str]:
@@ -282,6 +297,21 @@ class _RouterModel:
         self.metrics = RouterMetrics(self.model_name)
         self._use_policy(version)  # an invalid policy fails the load; the old version keeps serving
         self.classifier_timeout_s = float(model_parameter(config, "classifier_timeout_s", "2.0"))
+        self.record_settings = record_settings(lambda key: model_parameter(config, key))
+        self.records: OutcomeRecorder | None = None
+        self._shadows: set[asyncio.Task[None]] = set()  # shadow calls in flight (a reference keeps them alive)
+        self._records_lost = 0  # rows lost so far that the metrics counted
+        if self.record_settings.directory is not None:
+            name = args.get("model_instance_name") or self.model_name
+            self.records = OutcomeRecorder(
+                self.record_settings.directory,
+                name,
+                self.record_settings.max_bytes,
+                self.record_settings.backups,
+                on_error=lambda message: pb_utils.Logger.log_warn(f"{self.model_name}: {message}"),
+            )
+            pb_utils.Logger.log_info(f"{self.model_name}: outcome records to {self.records.path}")
+            self.metrics.records_lost(0)  # the series exists from the load, at 0
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name=f"{self.model_name}-loop", daemon=True)
         self._thread.start()
@@ -315,6 +345,7 @@ class _RouterModel:
         self.policy_path, self.policy_version = path, version
         self.policy, self.callers = policy, {spec.name: tier_caller(spec) for spec in policy.tiers}
         self.metrics.create_series(policy.tier_names, [o.value for o in Outcome if o is not Outcome.OK])
+        self.metrics.use_policy(policy, version)  # the drift alarms' fitted band (llm_router.core.drift)
         pb_utils.Logger.log_info(f"{self.model_name}: policy {path} (tiers {policy.tier_names})")
 
     def _follow_policy_model(self) -> None:
@@ -358,17 +389,20 @@ class _RouterModel:
         deadline = time.monotonic() + max(t.deadline_s for t in self.policy.tiers) + self.classifier_timeout_s + 5
         while time.monotonic() < deadline:
             with self._pending_lock:
-                if not self._pending:
+                if not self._pending and not self._shadows:  # shadow calls finish too: their records are written
                     break
             time.sleep(0.05)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        if self.records is not None:
+            self.records.close()
 
     # -- one request -------------------------------------------------------------------------------------------
     async def _answer(self, request: Any, sender: Any) -> None:
         try:
             self._follow_policy_model()
             parsed = parse_request(request, self.policy)
+            parsed.request_id = request.request_id() or uuid.uuid4().hex
             if parsed.describe_policy:
                 route = json.dumps(describe_policy(self.policy))
                 sender.send(pb_utils.InferenceResponse(result_tensors("", "", False, 0.0, route)), flags=FINAL)
@@ -422,9 +456,10 @@ class _RouterModel:
             elapsed_ms=_elapsed_ms(started),
             answers=[r.answer.text if r.answer else None for r in results] if req.return_trace else None,
             max_tokens=[r.max_tokens for r in results],
+            request_id=req.request_id or None,
         )
         final, trace = make_trace(policy, classification, [r.attempt for r in results], req.overrides, facts)
-        return RouteOutcome(final, trace, results, classification)
+        return RouteOutcome(final, trace, results, classification, req)
 
     async def _call(
         self, req: RouteRequest, tier: str, classification: Classification | None, attempts: list[Attempt], sender: Any
@@ -513,6 +548,68 @@ class _RouterModel:
             sender.send(self._response(outcome), flags=FINAL)
         finally:
             self._record(outcome)
+            self._write_records(outcome)
+
+    def _write_records(self, outcome: RouteOutcome) -> None:
+        """Queue the request's outcome records (router.records), and start its shadow call when the policy samples
+        it; a bug here must not reach the client either."""
+        if self.records is None or not outcome.trace.request_id:
+            return
+        try:
+            self.records.write(attempt_records(outcome.trace, self.policy, datetime.now(UTC), self.model_name,
+                                               **self._prompt_columns(outcome)))  # fmt: skip
+            lost = self.records.failed + self.records.dropped  # counted by the writer thread; exported from here
+            if lost > self._records_lost:
+                self.metrics.records_lost(lost - self._records_lost)
+                self._records_lost = lost
+            rate = self.policy.shadow_rate or 0.0
+            if outcome.request is not None and rate > 0 and random.random() < rate:
+                tier = shadow_tier(self.policy, outcome.trace, outcome.request.overrides)
+                if tier is not None:
+                    task = self.loop.create_task(self._shadow(outcome, tier, self.policy))
+                    self._shadows.add(task)
+                    task.add_done_callback(self._shadows.discard)
+        except Exception as exc:  # noqa: BLE001 - the answer was sent; a record is never worth more
+            pb_utils.Logger.log_error(f"{self.model_name}: outcome records not written: {exc}")
+
+    def _prompt_columns(self, outcome: RouteOutcome) -> dict[str, Any]:
+        """The records' prompt and messages, when prompts are recorded."""
+        if not self.record_settings.prompts or outcome.request is None:
+            return {}
+        prompt = outcome.request.prompt
+        conversation = prompt.conversation
+        return {
+            "prompt": prompt.classify_text,
+            "messages": list(conversation.messages) if conversation is not None else None,
+        }
+
+    async def _shadow(self, outcome: RouteOutcome, tier: str, policy: Policy) -> None:
+        """Shadow evaluation: `tier` answers the request too, after it was answered; its record says how far the
+        answers agree. Its cost is in that record only (not in the request's trace or cost metrics)."""
+        assert outcome.request is not None and self.records is not None
+        request, final = outcome.request, outcome.final
+        answer_text = outcome.results[final.attempt_index].answer.text if final.attempt_index is not None else None
+        started = time.monotonic()
+        try:
+            max_tokens = tier_max_tokens(policy, tier, request.max_tokens)
+            answer = await self.callers[tier](request.prompt, max_tokens, None, None)
+            # a self-verifying tier is not asked a second time here: its confidence stays unknown
+            verifies = needs_verification(policy.tier(tier).confidence.function)
+            confidence = None if verifies else self._score(tier, answer.token_logprobs)
+            attempt = Attempt(tier, "ok", confidence, answer.input_tokens, answer.output_tokens, answer.latency_ms)
+            agreement = answer_agreement(answer_text or "", answer.text)
+        except TierCallError as exc:
+            status = "timeout" if exc.status == "timeout" else "error"
+            attempt, agreement = Attempt(tier, status, error=exc.reason, latency_ms=_elapsed_ms(started)), None
+        except Exception as exc:  # noqa: BLE001 - recorded as the shadow call's error, never raised
+            attempt, agreement = Attempt(tier, "error", error=str(exc), latency_ms=_elapsed_ms(started)), None
+        try:
+            row = shadow_record(outcome.trace, policy, attempt, agreement, datetime.now(UTC), self.model_name,
+                                **self._prompt_columns(outcome))  # fmt: skip
+            self.records.write([row])
+            self.metrics.shadow_cost(row["cost_usd"])
+        except Exception as exc:  # noqa: BLE001 - a shadow record is never worth an error
+            pb_utils.Logger.log_error(f"{self.model_name}: shadow record not written: {exc}")
 
     def _response(self, outcome: RouteOutcome) -> pb_utils.InferenceResponse:
         final, trace = outcome.final, outcome.trace
@@ -534,6 +631,8 @@ class _RouterModel:
         metrics, final, trace = self.metrics, outcome.final, outcome.trace
         for result in outcome.results:
             attempt = result.attempt
+            if attempt.ok:  # answered: the denominator of the tier's live escalation rate
+                metrics.tier_attempt(attempt.tier)
             if not attempt.ok:
                 metrics.fallback(attempt.tier, attempt.outcome.value)
             elif result.answer is None:  # dropped after its held-back tokens

@@ -150,6 +150,10 @@ livenessProbe:
   emptyDir: {}
 - name: trt-cache
   emptyDir: {}
+{{- if and (index . 1) $root.Values.outcomeRecords.enabled }}
+- name: records
+  {{- toYaml $root.Values.outcomeRecords.volume | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{- define "llmr.volumeMounts" -}}
@@ -171,6 +175,9 @@ livenessProbe:
 - {name: dshm, mountPath: /dev/shm}
 - {name: tmp, mountPath: /tmp}
 - {name: trt-cache, mountPath: /trt_cache}
+{{- if and (index . 1) $root.Values.outcomeRecords.enabled }}
+- {name: records, mountPath: /records}
+{{- end }}
 {{- end -}}
 
 {{/* Resources with the GPU limit (nvidia.com/gpu, GPU Operator / device plugin) when gpus > 0. */}}
@@ -206,6 +213,10 @@ env:
   - name: ROUTER_GRPC_LB_POLICY
     valueFrom:
       configMapKeyRef: {name: {{ include "llmr.fullname" . }}-config, key: ROUTER_GRPC_LB_POLICY}
+{{- if .Values.outcomeRecords.enabled }}
+  - {name: LLM_ROUTER_OUTCOME_RECORDS_DIR, value: /records}
+  - {name: LLM_ROUTER_OUTCOME_RECORDS_PROMPTS, value: {{ .Values.outcomeRecords.storePrompts | quote }}}
+{{- end }}
 envFrom:
   - secretRef: {name: {{ include "llmr.secretName" . }}, optional: true}
 {{- end -}}
