@@ -20,6 +20,7 @@ from llm_router.core.decide import Attempt, Decision
 from llm_router.core.drift import (
     CONFIDENCE_BAND,
     ESCALATION_RATE_TOLERANCE,
+    ESCALATION_RATE_Z,
     FOR_FRACTION,
     MIN_FITTED_ATTEMPTS,
     MIN_WINDOW_ATTEMPTS,
@@ -122,6 +123,7 @@ def rules_summary() -> dict[str, Any]:
     """The alarm thresholds (the same as the Prometheus rules')."""
     return {
         "escalation_rate_tolerance": ESCALATION_RATE_TOLERANCE,
+        "escalation_rate_z": ESCALATION_RATE_Z,
         "confidence_band": list(CONFIDENCE_BAND),
         "min_window_attempts": MIN_WINDOW_ATTEMPTS,
         "min_fitted_attempts": MIN_FITTED_ATTEMPTS,

@@ -105,9 +105,14 @@ def read_records(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def _flag(row: dict[str, Any], column: str) -> bool:
+    """A record's boolean column: JSON true, or "true" in a CSV."""
+    value = row.get(column)
+    return value is True or str(value).lower() == "true"
+
+
 def _is_accepted(row: dict[str, Any]) -> bool:
-    value = row.get("accepted")
-    return value is True or str(value).lower() == "true" or row.get("result") == "accepted"
+    return _flag(row, "accepted") or row.get("result") == "accepted"
 
 
 def _ok(row: dict[str, Any]) -> bool:
@@ -117,8 +122,7 @@ def _ok(row: dict[str, Any]) -> bool:
 def _proxy_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The request's answered shadow row that has an agreement, if any."""
     for row in rows:
-        shadow = row.get("shadow") is True or str(row.get("shadow")).lower() == "true"
-        if shadow and _ok(row) and row.get("agreement") not in (None, ""):
+        if _flag(row, "shadow") and _ok(row) and row.get("agreement") not in (None, ""):
             return row
     return None
 

@@ -9,7 +9,7 @@ import numpy as np
 from llm_router.classifier import INTENTS
 
 from router_export import intent_data
-from router_export.classifier_data import difficulty_data, intent_labels, intent_rows
+from router_export.classifier_data import DifficultyData, difficulty_data, intent_labels, intent_rows
 from router_export.classifier_encoder import DIFFICULTY_LAYERS, cached_embeddings
 from router_export.classifier_evaluation import evaluate, finish_report
 from router_export.classifier_heads import ADAPTER, WEIGHTS, Heads
@@ -85,6 +85,14 @@ def fit_difficulty_head(
     return clf.coef_.T.astype(np.float32), clf.intercept_.astype(np.float32)
 
 
+def difficulty_features(data_dir: Path, adapter: Path = ADAPTER) -> tuple[DifficultyData, np.ndarray, np.ndarray]:
+    """The difficulty outcomes and their train / held-out embeddings on the encoder with `adapter`."""
+    diff = difficulty_data(data_dir)
+    dx_train = cached_embeddings(diff.train_texts, "difficulty-train", DIFFICULTY_LAYERS, adapter=adapter)
+    dx_test = cached_embeddings(diff.test_texts, "difficulty-test", DIFFICULTY_LAYERS, adapter=adapter)
+    return diff, dx_train, dx_test
+
+
 def train_difficulty(data_dir: Path, heads_path: Path = WEIGHTS, out: Path | None = None) -> dict:
     """Refit only the difficulty head on the current encoder features (the committed adapter, if any), keep the
     intent head of `heads_path`, write the heads to `out` (default: artifacts/classifier/intent_heads_difficulty.npz,
@@ -92,9 +100,7 @@ def train_difficulty(data_dir: Path, heads_path: Path = WEIGHTS, out: Path | Non
     from router_export.classifier_evaluation import cascades_difficulty, difficulty_report, print_difficulty
     from router_export.classifier_heads import ARTIFACTS
 
-    diff = difficulty_data(data_dir)
-    dx_train = cached_embeddings(diff.train_texts, "difficulty-train", DIFFICULTY_LAYERS)
-    dx_test = cached_embeddings(diff.test_texts, "difficulty-test", DIFFICULTY_LAYERS)
+    diff, dx_train, dx_test = difficulty_features(data_dir)
     heads = Heads.load(heads_path)
     heads.difficulty = fit_difficulty_head(dx_train, diff.train_y, diff.train_weights)
     out = out or ARTIFACTS / "intent_heads_difficulty.npz"
@@ -126,9 +132,7 @@ def train(data_dir: Path, kind: str, out: Path = WEIGHTS, lora: str = "keep", ad
         raise ValueError(f"unknown lora mode {lora!r}")
     x_train = cached_embeddings([r.prompt for r in train_rows], "intent-train", adapter=adapter)
     x_test = cached_embeddings([r.prompt for r in test_rows], "intent-test", adapter=adapter)
-    diff = difficulty_data(data_dir)
-    dx_train = cached_embeddings(diff.train_texts, "difficulty-train", DIFFICULTY_LAYERS, adapter=adapter)
-    dx_test = cached_embeddings(diff.test_texts, "difficulty-test", DIFFICULTY_LAYERS, adapter=adapter)
+    diff, dx_train, dx_test = difficulty_features(data_dir, adapter)
     heads = Heads(
         fit_intent_head(x_train, intent_labels(train_rows), kind),
         fit_difficulty_head(dx_train, diff.train_y, diff.train_weights),

@@ -631,11 +631,11 @@ class _RouterModel:
         metrics, final, trace = self.metrics, outcome.final, outcome.trace
         for result in outcome.results:
             attempt = result.attempt
-            if attempt.ok:  # answered: the denominator of the tier's live escalation rate
-                metrics.tier_attempt(attempt.tier)
             if not attempt.ok:
                 metrics.fallback(attempt.tier, attempt.outcome.value)
-            elif result.answer is None:  # dropped after its held-back tokens
+                continue
+            metrics.tier_attempt(attempt.tier)  # answered: the denominator of the tier's live escalation rate
+            if result.answer is None:  # dropped after its held-back tokens
                 metrics.wasted_tokens(attempt.tier, attempt.output_tokens)
             elif attempt.confidence is not None and math.isfinite(attempt.confidence):
                 metrics.confidence(attempt.tier, attempt.confidence)
