@@ -12,13 +12,15 @@ Label conventions, data and figures: docs/classifier.md. Evaluation: the hand-la
 (export/router_export/data/eval_real_prompts.jsonl, never trained on) and held-out templates.
 
 Only the adapter and the heads are committed (`export/router_export/weights/intent_encoder_lora.npz` and
-`intent_heads.npz`, under 2 MB together). `build` rebuilds the full ONNX models (encoder with the adapter merged +
+`intent_heads.npz`, 3.4 MB together). `build` rebuilds the full ONNX models (encoder with the adapter merged +
 pooling + heads in one graph, FP32 and INT8) from the package's encoder, the adapter and the heads, without
 ../shared; without the adapter file it builds the frozen encoder (heads fitted on it).
 
 Commands:
   router-train-classifier train  [--data-dir ../shared/data] [--lora keep|train|none]
                                    dataset -> [LoRA adapter] -> embeddings -> heads -> evaluation -> weights
+  router-train-classifier select-head [--data-dir ...]         grouped cross-validation of the MLP head's settings
+                                                               on the training rows (sets MLP_EPOCHS, ~30 min)
   router-train-classifier evaluate [--data-dir ...]            evaluation of the committed heads (PyTorch)
   router-train-classifier evaluate-onnx [--data-dir ...]       evaluation of the built ONNX models (FP32 and INT8)
   router-train-classifier build  [--model-repository model_repository] [--force]
@@ -37,11 +39,11 @@ from router_export import intent_data
 from router_export.classifier_evaluation import evaluate_committed, evaluate_onnx
 from router_export.classifier_heads import PROJECT_ROOT
 from router_export.classifier_onnx import build_for_repository
-from router_export.classifier_training import train
+from router_export.classifier_training import select_head, train
 
 __all__ = ["build_for_repository", "main"]  # build_for_repository: used by router-build-models (build_all)
 
-COMMANDS = ("train", "evaluate", "evaluate-onnx", "build")
+COMMANDS = ("train", "select-head", "evaluate", "evaluate-onnx", "build")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep: fit the heads on the encoder with the committed adapter (fast); train: fine-tune a new LoRA "
         "adapter first (~15-30 min on 2 shared CPU cores); none: remove the adapter, frozen encoder",
     )
+    sub.add_parser("select-head").add_argument("--data-dir", type=Path, default=intent_data.DEFAULT_DATA_DIR)
     build = sub.add_parser("build")
     build.add_argument("--model-repository", type=Path, default=PROJECT_ROOT / "model_repository")
     build.add_argument("--force", action="store_true")
@@ -77,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.data_dir.is_dir():
         parser.error(f"data folder {args.data_dir} not found (use --data-dir)")
-    if args.command == "train":
+    if args.command == "select-head":
+        select_head(args.data_dir)
+    elif args.command == "train":
         train(args.data_dir, args.head, lora=args.lora)
         if not args.no_build:
             build_for_repository(args.model_repository)

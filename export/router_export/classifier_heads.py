@@ -52,11 +52,7 @@ class Heads:
 
     def intent_probs(self, embeddings: np.ndarray) -> np.ndarray:
         """Softmax of the intent head in numpy (the same computation as the ONNX graph)."""
-        h = embeddings.astype(np.float32)
-        for i, (w, b) in enumerate(self.intent_layers):
-            h = h @ w + b
-            if i < len(self.intent_layers) - 1:
-                h = np.maximum(h, 0)
+        h = intent_logits(self.intent_layers, embeddings)
         h = h - h.max(axis=1, keepdims=True)
         e = np.exp(h)
         return e / e.sum(axis=1, keepdims=True)
@@ -65,3 +61,13 @@ class Heads:
         """Sigmoid of the difficulty head (it reads the first `W.shape[0]` feature columns)."""
         w, b = self.difficulty
         return 1 / (1 + np.exp(-(embeddings[:, : w.shape[0]].astype(np.float32) @ w + b)))
+
+
+def intent_logits(layers: list[tuple[np.ndarray, np.ndarray]], embeddings: np.ndarray) -> np.ndarray:
+    """The intent layers' output before the softmax (ReLU between layers)."""
+    h = embeddings.astype(np.float32)
+    for i, (w, b) in enumerate(layers):
+        h = h @ w + b
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0)
+    return h

@@ -334,7 +334,7 @@ def fine_tune_adapter(
         [r.prompt for r in test_rows],
         y_test,
         class_weights(y_train),
-        fit_mlp(frozen, y_train),
+        fit_mlp(frozen, y_train, epochs=60),  # the warm start the committed adapter was trained from
         spec,
         settings,
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,16 @@ from router_export import intent_data
 from router_export.classifier_data import DifficultyData, difficulty_data, intent_labels, intent_rows
 from router_export.classifier_encoder import DIFFICULTY_LAYERS, cached_embeddings
 from router_export.classifier_evaluation import evaluate, finish_report
-from router_export.classifier_heads import ADAPTER, WEIGHTS, Heads
+from router_export.classifier_heads import ADAPTER, WEIGHTS, Heads, intent_logits
 from router_export.classifier_lora import adapter_digest
 
 CLASS_WEIGHT_POWER = 0.5
+
+
+# the MLP intent head's training, chosen by `router-train-classifier select-head` (grouped 5-fold cross-validation on
+# the training rows only, never on the held-out split or the real-prompt set): docs/classifier.md
+MLP_EPOCHS = 200
+MLP_SEEDS = 3  # members trained from different seeds, logits averaged: less seed-to-seed spread
 
 
 def fit_intent_head(x: np.ndarray, y: np.ndarray, kind: str = "logreg", seed: int = 0) -> list:
@@ -31,24 +38,32 @@ def fit_intent_head(x: np.ndarray, y: np.ndarray, kind: str = "logreg", seed: in
         b[clf.classes_] = clf.intercept_
         return [(w, b)]
     if kind == "mlp":
-        return fit_mlp(x, y, seed=seed)
+        return fit_mlp_ensemble(x, y, seeds=range(seed, seed + MLP_SEEDS))
     raise ValueError(f"unknown head kind {kind!r}")
 
 
-def class_weights(y: np.ndarray) -> np.ndarray:
-    """Inverse-frequency class weights, square-rooted: full weights over-predict the thin classes (planning)."""
+def class_weights(y: np.ndarray, power: float = CLASS_WEIGHT_POWER) -> np.ndarray:
+    """Inverse-frequency class weights to `power` (square root by default: full weights over-predict the thin
+    classes, planning)."""
     counts = np.bincount(y, minlength=len(INTENTS)).astype(np.float32)
     balanced = counts.sum() / np.maximum(counts, 1) / len(INTENTS)
-    return np.where(counts > 0, balanced**CLASS_WEIGHT_POWER, 0.0).astype(np.float32)
+    return np.where(counts > 0, balanced**power, 0.0).astype(np.float32)
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 256, epochs: int = 60, seed: int = 0) -> list:
+def fit_mlp(
+    x: np.ndarray,
+    y: np.ndarray,
+    hidden: int = 256,
+    epochs: int = MLP_EPOCHS,
+    seed: int = 0,
+    class_weight_power: float = CLASS_WEIGHT_POWER,
+) -> list:
     """One hidden layer, dropout, class-weighted cross-entropy, AdamW (small enough to train in seconds)."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
-    weights = torch.from_numpy(class_weights(y))
+    weights = torch.from_numpy(class_weights(y, class_weight_power))
     net = nn.Sequential(
         nn.Dropout(0.1), nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, len(INTENTS))
     )
@@ -68,6 +83,22 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 256, epochs: int = 60, s
         (l1.weight.detach().numpy().T.copy(), l1.bias.detach().numpy().copy()),
         (l2.weight.detach().numpy().T.copy(), l2.bias.detach().numpy().copy()),
     ]
+
+
+def merge_mlps(members: list[list]) -> list:
+    """One-hidden-layer MLPs -> one MLP whose logits are their mean: hidden layers side by side, output weights
+    stacked and divided by the count (the same two-layer graph, only wider)."""
+    n = len(members)
+    w1 = np.concatenate([m[0][0] for m in members], axis=1)
+    b1 = np.concatenate([m[0][1] for m in members])
+    w2 = np.concatenate([m[1][0] for m in members], axis=0) / n
+    b2 = np.mean([m[1][1] for m in members], axis=0)
+    return [(w1.astype(np.float32), b1.astype(np.float32)), (w2.astype(np.float32), b2.astype(np.float32))]
+
+
+def fit_mlp_ensemble(x: np.ndarray, y: np.ndarray, seeds: Iterable[int] = range(MLP_SEEDS), **settings) -> list:
+    """`fit_mlp` once per seed, merged into one MLP (`merge_mlps`)."""
+    return merge_mlps([fit_mlp(x, y, seed=seed, **settings) for seed in seeds])
 
 
 DIFFICULTY_C = 3.0  # inverse L2 strength of the difficulty head (grouped 5-fold CV on the training rows: 0.3-3)
@@ -145,3 +176,50 @@ def train(data_dir: Path, kind: str, out: Path = WEIGHTS, lora: str = "keep", ad
     report["head"] = kind
     report["encoder_adapter"] = heads.adapter or None
     return finish_report(report, data_dir, heads, adapter)
+
+
+SELECTION_EPOCHS = (60, 120, 200, 300)
+SELECTION_POWERS = (0.5, 0.75)
+
+
+def select_head(
+    data_dir: Path,
+    epochs: Sequence[int] = SELECTION_EPOCHS,
+    powers: Sequence[float] = SELECTION_POWERS,
+    folds: int = 5,
+    adapter: Path = ADAPTER,
+) -> dict:
+    """Grouped k-fold cross-validation of the MLP intent head's settings (epochs x class-weight power) on the
+    TRAINING rows only (whole phrasing groups per fold, as the held-out split): prints macro-F1 per setting, writes
+    artifacts/classifier/head_selection.json and returns the best setting. The held-out split and the real-prompt
+    set are not read, so their figures stay honest measurements of the chosen setting."""
+    import json
+
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import GroupKFold
+
+    from router_export.classifier_heads import ARTIFACTS
+
+    train_rows, _ = intent_rows(data_dir)
+    x = cached_embeddings([r.prompt for r in train_rows], "intent-train", adapter=adapter)
+    y = intent_labels(train_rows)
+    splits = list(GroupKFold(folds).split(x, y, [r.group for r in train_rows]))
+    results = []
+    for n_epochs in epochs:
+        for power in powers:
+            scores = []
+            for fit_idx, check_idx in splits:
+                layers = fit_mlp(x[fit_idx], y[fit_idx], epochs=n_epochs, class_weight_power=power)
+                predicted = intent_logits(layers, x[check_idx]).argmax(1)
+                scores.append(float(f1_score(y[check_idx], predicted, average="macro")))
+            results.append({"epochs": n_epochs, "class_weight_power": power, "macro_f1": float(np.mean(scores)),
+                            "folds": scores})  # fmt: skip
+            print(f"epochs {n_epochs:4d}  class-weight power {power:.2f}  macro-F1 {np.mean(scores):.4f}  "
+                  f"(folds {' '.join(f'{s:.3f}' for s in scores)})", flush=True)  # fmt: skip
+    best = max(results, key=lambda r: r["macro_f1"])
+    report = {"folds": folds, "rows": len(train_rows), "results": results, "best": best}
+    out = ARTIFACTS / "head_selection.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"best: {best['epochs']} epochs, class-weight power {best['class_weight_power']} (wrote {out})")
+    return report

@@ -4,7 +4,7 @@ Sources and how each maps to an intent (the tables below are the documentation):
 
 - intent/t0_templates/<dataset>_<template>.jsonl (~170 prompts per file): by file name with `T0_RULES`, first
   match. Inverse templates (write a story/article/dialogue from a summary, generate a question, ...) map by what
-  the prompt asks, not by the dataset's task; question-writing templates are left out.
+  the prompt asks, not by the dataset's task; question-writing templates and bare-title prompts are left out.
 - intent/arena_hard v2.0 (750): subcategory coding -> coding, math -> reasoning, creative_writing -> itself.
 - intent/arena_hard v0.1 (500): only where clear from the prompt (`ARENA_V01_RULES`: code blocks and code requests
   -> coding, plans -> planning, proofs and math -> reasoning, stories/poems -> creative_writing); the rest left out.
@@ -71,10 +71,11 @@ T0_RULES: list[tuple[str, str | None]] = [
     (r"^social_i_qa_Generate_the_question_from_the_answer$", None),
     (r"^wiki_qa_Generate_Question_from_Topic$", None),
     (r"^wiki_qa_Jeopardy_style$", None),  # write a Jeopardy clue from an answer
+    (r"^gigaword_reverse_writing$", None),  # a bare "Title: ..." line: the prompt asks for nothing
     (r"^cnn_dailymail_3_0_0_(generate_story|spice_up_story)$", "creative_writing"),
     (r"^samsum_Write_a_dialogue_that_match_this_summary$", "creative_writing"),
     (r"^multi_news_expand_reverse_task_$", "creative_writing"),
-    (r"^gigaword_(write_an_article|reverse_writing)$", "creative_writing"),
+    (r"^gigaword_write_an_article$", "creative_writing"),
     (r"^app_reviews_generate_review$", "creative_writing"),
     (r"_build_story_around_qa$", "creative_writing"),
     (r"^dream_generate_(first|last)_utterance$", "creative_writing"),

@@ -43,7 +43,7 @@ def test_t0_templates_map_by_file_name(stem: str, intent: str) -> None:
         # inverse templates: the prompt's task differs from the dataset's
         ("cnn_dailymail_3_0_0_generate_story", "creative_writing"),
         ("gigaword_write_an_article", "creative_writing"),
-        ("gigaword_reverse_writing", "creative_writing"),
+        ("gigaword_reverse_writing", None),  # "Title: ..." and nothing else: no intent to read
         ("samsum_Write_a_dialogue_that_match_this_summary", "creative_writing"),
         ("multi_news_expand_reverse_task_", "creative_writing"),
         ("duorc_SelfRC_build_story_around_qa", "creative_writing"),

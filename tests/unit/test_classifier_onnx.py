@@ -14,6 +14,7 @@ import pytest
 from llm_router.classifier import INTENTS, read_labels
 from llm_router.classifier.tokenization import IntentTokenizer
 from llm_router.core.policy import load_policy
+from router_export import intent_data
 from router_export.classifier_encoder import DIFFICULTY_LAYERS, EMBED_DIM, FEATURE_LAYERS, build_torch_model
 from router_export.classifier_heads import WEIGHTS, Heads
 from router_export.classifier_onnx import ENCODER_INT8_MODEL, ENCODER_MODEL, LABELS_FILE, build_for_repository
@@ -35,7 +36,7 @@ def read_sample() -> list[dict]:
 
 
 def test_committed_heads_are_small_and_match_the_taxonomy() -> None:
-    assert WEIGHTS.stat().st_size < 2 * 1024 * 1024
+    assert WEIGHTS.stat().st_size < 3 * 1024 * 1024  # three averaged MLPs (768-768-9) and the difficulty head
     heads = Heads.load()
     assert heads.labels == INTENTS
     assert heads.intent_layers[0][0].shape[0] == EMBED_DIM * len(FEATURE_LAYERS)
@@ -115,6 +116,7 @@ def test_int8_loses_at_most_one_point_of_macro_f1(sessions) -> None:
     print(f"real-prompt set: FP32 macro-F1 {f1_32:.4f}, INT8 macro-F1 {f1_8:.4f}")
     assert f1_32 >= 0.8  # the issue's bar on real prompts; the full evaluation is router-train-classifier
     assert f1_8 >= f1_32 - 0.01
+    assert np.mean(p8.argmax(1) == y) >= 0.85  # the served (INT8) model's accuracy bar on real prompts
     # difficulty: INT8 noise is small on average, and the shipped policy's difficulty rule decides the same way
     error = np.abs(d8 - d32).reshape(-1)
     print(
@@ -123,6 +125,23 @@ def test_int8_loses_at_most_one_point_of_macro_f1(sessions) -> None:
     assert error.mean() < 0.03 and np.quantile(error, 0.99) < 0.1
     above = load_policy(SHIPPED_POLICY).difficulty_rule.above
     assert np.mean((d8 > above) == (d32 > above)) >= 0.97  # prompts within INT8 noise of the threshold may cross
+
+
+@pytest.mark.skipif(not intent_data.DEFAULT_DATA_DIR.is_dir(), reason="../shared/data is not available")
+def test_held_out_templates_bar(sessions) -> None:
+    """Held-out split of the intent dataset (whole templates and phrasing groups never trained on): macro-F1 >= 0.85,
+    the issue's bar, and INT8 within one point of it (dynamic quantisation moves a few borderline prompts, by batch
+    composition). The dataset is rebuilt from ../shared/data, so this runs where that folder exists."""
+    from router_export.classifier_data import intent_labels, intent_rows
+    from sklearn.metrics import f1_score
+
+    _, held_out = intent_rows(intent_data.DEFAULT_DATA_DIR)
+    texts, y = [r.prompt for r in held_out], intent_labels(held_out)
+    f1_32 = f1_score(y, run(sessions[ENCODER_MODEL], texts)[0].argmax(1), average="macro")
+    f1_8 = f1_score(y, run(sessions[ENCODER_INT8_MODEL], texts)[0].argmax(1), average="macro")
+    print(f"held-out split: n={len(held_out)} FP32 macro-F1 {f1_32:.4f}, INT8 macro-F1 {f1_8:.4f}")
+    assert f1_32 >= 0.85
+    assert f1_8 >= f1_32 - 0.01
 
 
 def test_build_is_skipped_when_up_to_date(sessions, capsys) -> None:
