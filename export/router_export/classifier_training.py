@@ -212,10 +212,14 @@ def select_head(
                 layers = fit_mlp(x[fit_idx], y[fit_idx], epochs=n_epochs, class_weight_power=power)
                 predicted = intent_logits(layers, x[check_idx]).argmax(1)
                 scores.append(float(f1_score(y[check_idx], predicted, average="macro")))
-            results.append({"epochs": n_epochs, "class_weight_power": power, "macro_f1": float(np.mean(scores)),
-                            "folds": scores})  # fmt: skip
-            print(f"epochs {n_epochs:4d}  class-weight power {power:.2f}  macro-F1 {np.mean(scores):.4f}  "
-                  f"(folds {' '.join(f'{s:.3f}' for s in scores)})", flush=True)  # fmt: skip
+            results.append(
+                {"epochs": n_epochs, "class_weight_power": power, "macro_f1": float(np.mean(scores)), "folds": scores}
+            )
+            print(
+                f"epochs {n_epochs:4d}  class-weight power {power:.2f}  macro-F1 {np.mean(scores):.4f}  "
+                f"(folds {' '.join(f'{s:.3f}' for s in scores)})",
+                flush=True,
+            )
     best = max(results, key=lambda r: r["macro_f1"])
     report = {"folds": folds, "rows": len(train_rows), "results": results, "best": best}
     out = ARTIFACTS / "head_selection.json"

@@ -43,3 +43,28 @@ def test_ensemble_learns_a_separable_toy_task() -> None:
     assert (intent_logits(layers, x).argmax(1) == y).mean() > 0.95
     single = fit_mlp(x, y, epochs=300, hidden=8, seed=0)
     assert not np.allclose(single[0][0], layers[0][0][:, 8:])  # the members differ by seed
+
+
+def test_select_head_cross_validates_on_training_rows_only(monkeypatch, tmp_path) -> None:
+    import json
+
+    from router_export import classifier_heads, classifier_training
+    from router_export.intent_data import Row
+
+    rng = np.random.default_rng(2)
+    centers = rng.normal(scale=3.0, size=(3, 6)).astype(np.float32)
+    train = [Row(f"p{i}", INTENTS[i % 3], "handwritten", f"g{i % 10}", "train") for i in range(90)]
+    held_out = [Row("never read", INTENTS[0], "handwritten", "h", "test")]
+    features = {r.prompt: centers[i % 3] + rng.normal(size=6).astype(np.float32) for i, r in enumerate(train)}
+
+    def embeddings(texts, name, adapter=None):
+        assert "never read" not in texts  # the held-out split plays no part in the choice
+        return np.stack([features[t] for t in texts])
+
+    monkeypatch.setattr(classifier_training, "intent_rows", lambda data_dir: (train, held_out))
+    monkeypatch.setattr(classifier_training, "cached_embeddings", embeddings)
+    monkeypatch.setattr(classifier_heads, "ARTIFACTS", tmp_path)
+    report = classifier_training.select_head(tmp_path, epochs=(1, 100), powers=(0.5,), folds=3)
+    assert [r["epochs"] for r in report["results"]] == [1, 100]
+    assert report["best"]["epochs"] == 100 and report["best"]["macro_f1"] > 0.9
+    assert json.loads((tmp_path / "head_selection.json").read_text())["best"] == report["best"]
