@@ -20,7 +20,7 @@ Commands:
   router-train-classifier train  [--data-dir ../shared/data] [--lora keep|train|none]
                                    dataset -> [LoRA adapter] -> embeddings -> heads -> evaluation -> weights
   router-train-classifier select-head [--data-dir ...]         grouped cross-validation of the MLP head's settings
-                                                               on the training rows (sets MLP_EPOCHS, ~30 min)
+                                                               on the training rows (~30 min; MLP_EPOCHS is its best)
   router-train-classifier evaluate [--data-dir ...]            evaluation of the committed heads (PyTorch)
   router-train-classifier evaluate-onnx [--data-dir ...]       evaluation of the built ONNX models (FP32 and INT8)
   router-train-classifier build  [--model-repository model_repository] [--force]
