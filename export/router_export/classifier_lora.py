@@ -55,6 +55,7 @@ class FineTuneSettings:
     batch_size: int = 32
     lr: float = 1e-3  # adapter
     head_lr: float = 5e-4  # the head starts from one fitted on the frozen encoder
+    warm_start_epochs: int = 60  # that frozen-encoder MLP's epochs (the committed adapter's recipe)
     weight_decay: float = 1e-2
     label_smoothing: float = 0.05
     evals_per_epoch: int = 2  # held-out checks per epoch; the best check's weights are kept
@@ -325,6 +326,7 @@ def fine_tune_adapter(
     from router_export.classifier_training import class_weights, fit_mlp
 
     spec = spec or LoraSpec()
+    settings = settings or FineTuneSettings()
     y_train, y_test = intent_labels(train_rows), intent_labels(test_rows)
     frozen = cached_embeddings([r.prompt for r in train_rows], "intent-train", adapter=None)
     started = time.monotonic()
@@ -334,7 +336,7 @@ def fine_tune_adapter(
         [r.prompt for r in test_rows],
         y_test,
         class_weights(y_train),
-        fit_mlp(frozen, y_train, epochs=60),  # the warm start the committed adapter was trained from
+        fit_mlp(frozen, y_train, epochs=settings.warm_start_epochs),
         spec,
         settings,
     )
